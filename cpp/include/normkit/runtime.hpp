@@ -1,0 +1,33 @@
+// normkit/runtime.hpp — threads, CPU ISA selection, CUDA availability, build facts.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "normkit/config.hpp"
+
+namespace normkit {
+
+// CPU threads used by the kernels (OpenMP). Defaults to the OpenMP default (usually the
+// number of cores). Results never depend on it (SPEC §0, determinism).
+NORMKIT_API void set_num_threads(int n);
+NORMKIT_API int get_num_threads();
+
+// The SIMD instruction set in use: "scalar", "avx2", "avx512" or "neon". Chosen once from
+// CPUID; the environment variable NORMKIT_CPU_ISA (read at first use) or set_cpu_isa() can
+// force a lower one. set_cpu_isa throws normkit::Error for a name that is not compiled in or
+// that this CPU cannot run.
+NORMKIT_API std::string cpu_isa();
+NORMKIT_API void set_cpu_isa(const std::string& name);
+// Compiled-in ISAs that this CPU can run, lowest first.
+NORMKIT_API std::vector<std::string> available_cpu_isas();
+// Compiled-in ISAs, whether or not this CPU can run them.
+NORMKIT_API std::vector<std::string> compiled_cpu_isas();
+
+// True when the CUDA backend is compiled in and a device is present.
+NORMKIT_API bool cuda_available();
+NORMKIT_API bool cuda_compiled();
+NORMKIT_API std::string cuda_architectures();  // e.g. "75;80;86;89;90", "" without CUDA
+NORMKIT_API std::string compiler_info();
+
+}  // namespace normkit

@@ -1,0 +1,29 @@
+// Internal: the functions each backend provides to the validating entry points.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "common/row_norm_problem.hpp"
+#include "normkit/tensor.hpp"
+
+namespace normkit::detail {
+
+// CPU (cpp/src/cpu/): dispatches to the selected ISA.
+void cpu_row_norm_forward(const RowNormProblem& p);
+void cpu_row_norm_backward(const RowNormBackwardProblem& p);
+size_t cpu_row_norm_backward_workspace_size(const RowNormBackwardProblem& p);
+
+#if defined(NORMKIT_WITH_CUDA)
+// CUDA (cuda/): every function runs on `stream` on device p.device_index and does not
+// synchronize. The views were validated to live on that device.
+namespace cuda {
+void row_norm_forward(const RowNormProblem& p, Stream stream);
+void row_norm_backward(const RowNormBackwardProblem& p, Stream stream);
+size_t row_norm_backward_workspace_size(const RowNormBackwardProblem& p);
+int device_count();            // 0 when there is no driver or no device (never throws)
+std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"
+}  // namespace cuda
+#endif
+
+}  // namespace normkit::detail

@@ -1,0 +1,443 @@
+// Row-norm CPU kernels (layer norm, RMS norm, fused add + norm; forward and backward),
+// written once against Vec<C> and compiled once per ISA (see vec/vec.hpp).
+//
+// Assumptions: the problem was validated (cpp/src/row_norm.cpp) and prepared
+// (cpu/dispatch.cpp): rows >= 1, H >= 1, every row of x/y/residual/... is H contiguous
+// elements at RowIndex::offset(r); parameters are [H] arrays of the compute type C.
+// No static initializers in this file (it is compiled with ISA flags).
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "common/row_norm_math.hpp"
+#include "cpu/kernels.hpp"
+#include "cpu/vec/vec.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace normkit::cpu::NK_CPU_ISA {
+namespace {
+
+using detail::Moments;
+using detail::RowNormBackwardProblem;
+using detail::RowNormProblem;
+
+// Note [Chunk size]: a chunk is the unit of the two-pass variance; it must stay in L1 between
+// the two passes (4096 × 4 B = 16 KB of float32, 8 KB of 16-bit data).
+template <typename T>
+constexpr int64_t kChunk = sizeof(T) == 8 ? 2048 : 4096;
+
+// Σ x over n elements with four independent accumulators (they hide the add latency; the
+// order is fixed by n alone, so the result depends only on the data).
+template <typename T, typename C>
+NK_ALWAYS_INLINE C row_sum(const T* x, int64_t n) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+  int64_t j = 0;
+  for (; j + 4 * L <= n; j += 4 * L) {
+    a0 = a0 + V::load(x + j);
+    a1 = a1 + V::load(x + j + L);
+    a2 = a2 + V::load(x + j + 2 * L);
+    a3 = a3 + V::load(x + j + 3 * L);
+  }
+  for (; j + L <= n; j += L) a0 = a0 + V::load(x + j);
+  C s = ((a0 + a1) + (a2 + a3)).sum();
+  for (; j < n; ++j) s += C(to_compute(x[j]));
+  return s;
+}
+
+// Σ (x − m)² over n elements.
+template <typename T, typename C>
+NK_ALWAYS_INLINE C row_sum_sq_dev(const T* x, int64_t n, C m) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  const V vm = V::set1(m);
+  V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+  int64_t j = 0;
+  for (; j + 4 * L <= n; j += 4 * L) {
+    const V d0 = V::load(x + j) - vm, d1 = V::load(x + j + L) - vm;
+    const V d2 = V::load(x + j + 2 * L) - vm, d3 = V::load(x + j + 3 * L) - vm;
+    a0 = V::fmadd(d0, d0, a0);
+    a1 = V::fmadd(d1, d1, a1);
+    a2 = V::fmadd(d2, d2, a2);
+    a3 = V::fmadd(d3, d3, a3);
+  }
+  for (; j + L <= n; j += L) {
+    const V d = V::load(x + j) - vm;
+    a0 = V::fmadd(d, d, a0);
+  }
+  C s = ((a0 + a1) + (a2 + a3)).sum();
+  for (; j < n; ++j) {
+    const C d = C(to_compute(x[j])) - m;
+    s += d * d;
+  }
+  return s;
+}
+
+// Mean and biased variance of a row (Note [Variance by chunks] in row_norm_math.hpp).
+template <typename T, typename C>
+void layer_stats(const T* x, int64_t H, C& mean, C& var) {
+  Moments<C> acc{C(0), C(0), C(0)};
+  for (int64_t j0 = 0; j0 < H; j0 += kChunk<T>) {
+    const int64_t n = H - j0 < kChunk<T> ? H - j0 : kChunk<T>;
+    const C m = row_sum<T, C>(x + j0, n) / C(n);
+    const Moments<C> chunk{C(n), m, row_sum_sq_dev<T, C>(x + j0, n, m)};
+    acc = detail::merge_moments(acc, chunk);
+  }
+  mean = acc.mean;
+  var = acc.m2 / C(H);
+}
+
+// mean(x²): sums of squares are well conditioned (all terms positive), one pass.
+template <typename T, typename C>
+C rms_mean_sq(const T* x, int64_t H) {
+  return row_sum_sq_dev<T, C>(x, H, C(0)) / C(H);
+}
+
+// y = (x − mean)·rstd·w + b over one row; streaming stores when kNT (y is peeled to the
+// vector-store alignment first; a y that is not even element-aligned stays on the scalar path).
+template <typename T, typename C, bool kW, bool kB, bool kNT>
+NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, C mean, C rstd,
+                                    const C* NK_RESTRICT w, const C* NK_RESTRICT b) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  int64_t j = 0;
+  auto scalar = [&](int64_t k) {
+    y[k] = from_compute<T>(detail::norm_affine<C>(C(to_compute(x[k])), mean, rstd,
+                                                  kW ? w[k] : C(1), kB ? b[k] : C(0)));
+  };
+  if constexpr (kNT) {
+    constexpr int A = stream_alignment<T>();
+    if constexpr (A > 0) {
+      while (j < H && reinterpret_cast<uintptr_t>(y + j) % A != 0) scalar(j++);
+    }
+  }
+  const V vm = V::set1(mean), vr = V::set1(rstd);
+  for (; j + L <= H; j += L) {
+    V t = (V::load(x + j) - vm) * vr;
+    if constexpr (kW && kB) {
+      t = V::fmadd(t, V::load(w + j), V::load(b + j));
+    } else if constexpr (kW) {
+      t = t * V::load(w + j);
+    } else if constexpr (kB) {
+      t = t + V::load(b + j);
+    }
+    if constexpr (kNT) {
+      t.stream(y + j);
+    } else {
+      t.store(y + j);
+    }
+  }
+  for (; j < H; ++j) scalar(j);
+}
+
+// s = x + x_bias + scale·r, rounded to T (the stored residual stream is what gets normalized).
+template <typename T, typename C>
+void add_row(const T* x, const T* r, const C* NK_RESTRICT xb, C scale, T* s, int64_t H) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  const V vs = V::set1(scale);
+  int64_t j = 0;
+  for (; j + L <= H; j += L) {
+    V v = V::load(x + j);
+    if (xb) v = v + V::load(xb + j);
+    V::fmadd(vs, V::load(r + j), v).store(s + j);
+  }
+  for (; j < H; ++j) {
+    C v = C(to_compute(x[j]));
+    if (xb) v += xb[j];
+    s[j] = from_compute<T>(scale * C(to_compute(r[j])) + v);
+  }
+}
+
+template <typename T, bool kRMS, bool kW, bool kB, bool kNT>
+void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
+  using C = compute_t<T>;
+  const int64_t H = p.H;
+  const T* X = static_cast<const T*>(p.x);
+  const T* R = static_cast<const T*>(p.residual);
+  T* Y = static_cast<T*>(p.y);
+  T* S = static_cast<T*>(p.residual_out);
+  const C* w = static_cast<const C*>(prep.weight);
+  const C* b = static_cast<const C*>(prep.bias);
+  const C* xb = static_cast<const C*>(prep.x_bias);
+  C* mean_out = static_cast<C*>(p.mean);
+  C* rstd_out = static_cast<C*>(p.rstd);
+  const C eps = C(p.eps), scale = C(p.residual_scale);
+  const bool need_scratch = R != nullptr && S == nullptr;
+
+#pragma omp parallel num_threads(prep.threads) if (prep.threads > 1)
+  {
+    // Without residual_out, s lives in a per-thread row (it must still be rounded to T).
+    std::unique_ptr<T[]> scratch(need_scratch ? new T[size_t(H)] : nullptr);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < p.rows; ++r) {
+      const T* xr = X + p.x_idx.offset(r);
+      if (R) {
+        T* s = S ? S + p.s_idx.offset(r) : scratch.get();
+        add_row<T, C>(xr, R + p.r_idx.offset(r), xb, scale, s, H);
+        xr = s;
+      }
+      C mean = C(0), var;
+      if constexpr (kRMS) {
+        var = rms_mean_sq<T, C>(xr, H);
+      } else {
+        layer_stats<T, C>(xr, H, mean, var);
+      }
+      const C rstd = detail::inv_std<C>(var, eps);
+      if (mean_out) mean_out[r] = mean;
+      if (rstd_out) rstd_out[r] = rstd;
+      normalize_row<T, C, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean, rstd, w, b);
+    }
+    if constexpr (kNT) stream_fence();
+  }
+}
+
+template <typename T, bool kRMS>
+void forward_dispatch_flags(const RowNormProblem& p, const ForwardPrep& prep) {
+  const bool w = prep.weight != nullptr, b = prep.bias != nullptr;
+#define NK_FWD(W, B)                                                        \
+  (prep.nontemporal ? forward_impl<T, kRMS, W, B, true>(p, prep)            \
+                    : forward_impl<T, kRMS, W, B, false>(p, prep))
+  if (w && b) NK_FWD(true, true);
+  else if (w) NK_FWD(true, false);
+  else if (b) NK_FWD(false, true);
+  else NK_FWD(false, false);
+#undef NK_FWD
+}
+
+template <typename T>
+void forward_typed(const RowNormProblem& p, const ForwardPrep& prep) {
+  if (p.kind == NormKind::RMS)
+    forward_dispatch_flags<T, true>(p, prep);
+  else
+    forward_dispatch_flags<T, false>(p, prep);
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------------------
+
+// One row of the backward (math in row_norm_math.hpp: norm_dx). Pass 1 forms Σg and Σg·x̂
+// and adds this row's dy·x̂ and dy into the block's parameter partials; pass 2 writes dx
+// (+ ds), scale·dx, and adds dx into the x_bias partial.
+template <typename T, bool kRMS, bool kW, bool kNT>
+NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, T* dr, int64_t H,
+                                   compute_t<T> mean, compute_t<T> rstd,
+                                   const compute_t<T>* NK_RESTRICT w, compute_t<T>* pdw,
+                                   compute_t<T>* pdb, compute_t<T>* pdxb, compute_t<T> scale) {
+  using C = compute_t<T>;
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  const V vm = V::set1(mean), vr = V::set1(rstd);
+  V sg0 = V::zero(), sg1 = V::zero(), sx0 = V::zero(), sx1 = V::zero();
+  int64_t j = 0;
+  for (; j + 2 * L <= H; j += 2 * L) {
+    const V d0 = V::load(dy + j), d1 = V::load(dy + j + L);
+    const V h0 = (V::load(x + j) - vm) * vr, h1 = (V::load(x + j + L) - vm) * vr;
+    const V g0 = kW ? d0 * V::load(w + j) : d0, g1 = kW ? d1 * V::load(w + j + L) : d1;
+    if constexpr (!kRMS) {
+      sg0 = sg0 + g0;
+      sg1 = sg1 + g1;
+    }
+    sx0 = V::fmadd(g0, h0, sx0);
+    sx1 = V::fmadd(g1, h1, sx1);
+    if (pdw) {
+      V::fmadd(d0, h0, V::load(pdw + j)).store(pdw + j);
+      V::fmadd(d1, h1, V::load(pdw + j + L)).store(pdw + j + L);
+    }
+    if (pdb) {
+      (V::load(pdb + j) + d0).store(pdb + j);
+      (V::load(pdb + j + L) + d1).store(pdb + j + L);
+    }
+  }
+  C sg = (sg0 + sg1).sum(), sgx = (sx0 + sx1).sum();
+  for (; j < H; ++j) {
+    const C d = C(to_compute(dy[j]));
+    const C h = (C(to_compute(x[j])) - mean) * rstd;
+    const C g = kW ? d * w[j] : d;
+    sg += g;
+    sgx += g * h;
+    if (pdw) pdw[j] += d * h;
+    if (pdb) pdb[j] += d;
+  }
+  const C inv_h = C(1) / C(H);
+  const C mean_g = kRMS ? C(0) : sg * inv_h;
+  const C mean_gx = sgx * inv_h;
+
+  const V vmg = V::set1(mean_g), vmgx = V::set1(mean_gx), vs = V::set1(scale);
+  j = 0;
+  auto scalar = [&](int64_t k) {
+    const C d = C(to_compute(dy[k]));
+    const C h = (C(to_compute(x[k])) - mean) * rstd;
+    const C g = kW ? d * w[k] : d;
+    C v = detail::norm_dx<C>(rstd, g, mean_g, h, mean_gx);
+    if (ds) v += C(to_compute(ds[k]));
+    dx[k] = from_compute<T>(v);
+    if (dr) dr[k] = from_compute<T>(scale * v);
+    if (pdxb) pdxb[k] += v;
+  };
+  if constexpr (kNT) {
+    constexpr int A = stream_alignment<T>();
+    if constexpr (A > 0) {
+      while (j < H && reinterpret_cast<uintptr_t>(dx + j) % A != 0) scalar(j++);
+    }
+  }
+  for (; j + L <= H; j += L) {
+    const V d = V::load(dy + j);
+    const V h = (V::load(x + j) - vm) * vr;
+    const V g = kW ? d * V::load(w + j) : d;
+    // rstd·(g − mean_g − x̂·mean_gx)
+    V v = vr * ((g - vmg) - h * vmgx);
+    if (ds) v = v + V::load(ds + j);
+    if constexpr (kNT) {
+      v.stream(dx + j);
+    } else {
+      v.store(dx + j);
+    }
+    if (dr) (vs * v).store(dr + j);
+    if (pdxb) (V::load(pdxb + j) + v).store(pdxb + j);
+  }
+  for (; j < H; ++j) scalar(j);
+}
+
+template <typename T, bool kRMS, bool kW, bool kNT>
+void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
+  using C = compute_t<T>;
+  const int64_t H = p.H;
+  const T* DY = static_cast<const T*>(p.dy);
+  const T* DS = static_cast<const T*>(p.ds);
+  const T* X = static_cast<const T*>(p.x);
+  T* DX = static_cast<T*>(p.dx);
+  T* DR = static_cast<T*>(p.dresidual);
+  const C* mean = static_cast<const C*>(p.mean);
+  const C* rstd = static_cast<const C*>(p.rstd);
+  const C* w = static_cast<const C*>(prep.weight);
+  C* partials = static_cast<C*>(prep.partials);
+  const C scale = C(p.residual_scale);
+  const int has_dw = p.dweight != nullptr, has_db = p.dbias != nullptr;
+  const int has_dxb = p.dx_bias != nullptr;
+
+#pragma omp parallel for schedule(static) num_threads(prep.threads) if (prep.threads > 1)
+  for (int64_t blk = 0; blk < prep.nblocks; ++blk) {
+    C* base = partials ? partials + blk * prep.nacc * H : nullptr;
+    if (base) std::memset(static_cast<void*>(base), 0, sizeof(C) * size_t(prep.nacc * H));
+    C* pdw = has_dw ? base : nullptr;
+    C* pdb = has_db ? base + has_dw * H : nullptr;
+    C* pdxb = has_dxb ? base + (has_dw + has_db) * H : nullptr;
+    const int64_t r0 = blk * prep.rows_per_block;
+    const int64_t r1 = r0 + prep.rows_per_block < p.rows ? r0 + prep.rows_per_block : p.rows;
+    for (int64_t r = r0; r < r1; ++r) {
+      backward_row<T, kRMS, kW, kNT>(DY + p.dy_idx.offset(r), X + p.x_idx.offset(r),
+                                     DS ? DS + p.ds_idx.offset(r) : nullptr,
+                                     DX + p.dx_idx.offset(r), DR ? DR + p.dr_idx.offset(r) : nullptr,
+                                     H, kRMS ? C(0) : mean[r], rstd[r], w, pdw, pdb, pdxb, scale);
+    }
+  }
+  if constexpr (kNT) stream_fence();
+
+  if (prep.nacc == 0) return;
+  // Second pass: add the blocks' partials in block order, column by column.
+  void* outs[3];
+  DType dts[3];
+  int k = 0;
+  if (has_dw) outs[k] = p.dweight, dts[k++] = p.dweight_dtype;
+  if (has_db) outs[k] = p.dbias, dts[k++] = p.dbias_dtype;
+  if (has_dxb) outs[k] = p.dx_bias, dts[k++] = p.dx_bias_dtype;
+  const int64_t kCols = 1024;
+  const int64_t nchunks = (H + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) num_threads(prep.threads) if (prep.threads > 1 && H >= 4096)
+  for (int64_t c = 0; c < nchunks * prep.nacc; ++c) {
+    const int64_t acc = c / nchunks;
+    const int64_t j0 = (c % nchunks) * kCols;
+    const int64_t j1 = j0 + kCols < H ? j0 + kCols : H;
+    C tmp[kCols];
+    for (int64_t j = j0; j < j1; ++j) tmp[j - j0] = partials[acc * H + j];
+    for (int64_t blk = 1; blk < prep.nblocks; ++blk) {
+      const C* src = partials + (blk * prep.nacc + acc) * H;
+      for (int64_t j = j0; j < j1; ++j) tmp[j - j0] += src[j];
+    }
+    for (int64_t j = j0; j < j1; ++j) {
+      const C v = tmp[j - j0];
+      switch (dts[acc]) {
+        case DType::Float32: static_cast<float*>(outs[acc])[j] = float(v); break;
+        case DType::Float64: static_cast<double*>(outs[acc])[j] = double(v); break;
+        case DType::Float16: static_cast<half_t*>(outs[acc])[j] = float_to_half(float(v)); break;
+        case DType::BFloat16: static_cast<bfloat16_t*>(outs[acc])[j] = float_to_bf16(float(v)); break;
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_typed(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
+  const bool w = prep.weight != nullptr;
+#define NK_BWD(RMS, W)                                                       \
+  (prep.nontemporal ? backward_impl<T, RMS, W, true>(p, prep)                \
+                    : backward_impl<T, RMS, W, false>(p, prep))
+  if (p.kind == NormKind::RMS) {
+    if (w) NK_BWD(true, true);
+    else NK_BWD(true, false);
+  } else {
+    if (w) NK_BWD(false, true);
+    else NK_BWD(false, false);
+  }
+#undef NK_BWD
+}
+
+}  // namespace
+
+void row_norm_forward(const RowNormProblem& p, const ForwardPrep& prep) {
+  switch (p.x_dtype) {
+    case DType::Float32: return forward_typed<float>(p, prep);
+    case DType::Float64: return forward_typed<double>(p, prep);
+    case DType::Float16: return forward_typed<half_t>(p, prep);
+    case DType::BFloat16: return forward_typed<bfloat16_t>(p, prep);
+  }
+}
+
+void row_norm_backward(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
+  switch (p.x_dtype) {
+    case DType::Float32: return backward_typed<float>(p, prep);
+    case DType::Float64: return backward_typed<double>(p, prep);
+    case DType::Float16: return backward_typed<half_t>(p, prep);
+    case DType::BFloat16: return backward_typed<bfloat16_t>(p, prep);
+  }
+}
+
+// A memory copy with the same machinery (threads, streaming stores): the bandwidth roof the
+// benchmark compares the kernels with.
+void copy(const void* src, void* dst, int64_t bytes, int threads, bool nontemporal) {
+  using V = Vec<float>;
+  constexpr int64_t L = V::size;
+  const int64_t n = bytes / 4;
+  const float* s = static_cast<const float*>(src);
+  float* d = static_cast<float*>(dst);
+  const int64_t kBlock = 1 << 16;  // floats per task
+  const int64_t nblk = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t b = 0; b < nblk; ++b) {
+    const int64_t j1 = (b + 1) * kBlock < n ? (b + 1) * kBlock : n;
+    int64_t j = b * kBlock;
+    constexpr int A = stream_alignment<float>();
+    if constexpr (A > 0) {
+      if (nontemporal) {
+        while (j < j1 && reinterpret_cast<uintptr_t>(d + j) % A != 0) {
+          d[j] = s[j];
+          ++j;
+        }
+        for (; j + L <= j1; j += L) V::load(s + j).stream(d + j);
+      }
+    }
+    for (; j + L <= j1; j += L) V::load(s + j).store(d + j);
+    for (; j < j1; ++j) d[j] = s[j];
+  }
+  if (nontemporal) stream_fence();
+  std::memcpy(static_cast<char*>(dst) + n * 4, static_cast<const char*>(src) + n * 4,
+              size_t(bytes - n * 4));
+}
+
+}  // namespace normkit::cpu::NK_CPU_ISA

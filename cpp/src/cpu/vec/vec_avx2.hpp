@@ -1,0 +1,95 @@
+// Vec<C> for AVX2 + FMA + F16C: 8 float lanes / 4 double lanes.
+#pragma once
+
+#include <immintrin.h>
+
+#include "normkit/dtype.hpp"
+
+namespace normkit::cpu::NK_CPU_ISA {
+
+template <typename C>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  static constexpr int size = 8;
+  __m256 v;
+
+  static Vec zero() { return {_mm256_setzero_ps()}; }
+  static Vec set1(float a) { return {_mm256_set1_ps(a)}; }
+  static Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static Vec load(const half_t* p) {
+    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+  }
+  static Vec load(const bfloat16_t* p) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
+  }
+
+  void store(float* p) const { _mm256_storeu_ps(p, v); }
+  void store(half_t* p) const {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_half());
+  }
+  void store(bfloat16_t* p) const {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16());
+  }
+  // Non-temporal stores: p must be stream_alignment<T>()-aligned.
+  void stream(float* p) const { _mm256_stream_ps(p, v); }
+  void stream(half_t* p) const { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_half()); }
+  void stream(bfloat16_t* p) const {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16());
+  }
+
+  friend Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
+  friend Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
+  friend Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  float sum() const {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+
+ private:
+  __m128i to_half() const { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // Round to nearest even, NaN kept quiet — bit-identical to float_to_bf16().
+  __m128i to_bf16() const {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
+    r = _mm256_srli_epi32(r, 16);
+    return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  }
+};
+
+template <>
+struct Vec<double> {
+  static constexpr int size = 4;
+  __m256d v;
+
+  static Vec zero() { return {_mm256_setzero_pd()}; }
+  static Vec set1(double a) { return {_mm256_set1_pd(a)}; }
+  static Vec load(const double* p) { return {_mm256_loadu_pd(p)}; }
+  void store(double* p) const { _mm256_storeu_pd(p, v); }
+  void stream(double* p) const { _mm256_stream_pd(p, v); }
+  friend Vec operator+(Vec a, Vec b) { return {_mm256_add_pd(a.v, b.v)}; }
+  friend Vec operator-(Vec a, Vec b) { return {_mm256_sub_pd(a.v, b.v)}; }
+  friend Vec operator*(Vec a, Vec b) { return {_mm256_mul_pd(a.v, b.v)}; }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+  double sum() const {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+};
+
+// Bytes of one vector store of T (the alignment _stream needs).
+template <typename T>
+constexpr int stream_alignment() {
+  return int(sizeof(T)) * Vec<compute_t<T>>::size;
+}
+inline void stream_fence() { _mm_sfence(); }
+
+}  // namespace normkit::cpu::NK_CPU_ISA

@@ -1,0 +1,101 @@
+// Vec<C> for AVX-512 (F, BW, VL, DQ) + FMA + F16C: 16 float lanes / 8 double lanes.
+#pragma once
+
+#include <immintrin.h>
+
+#include "normkit/dtype.hpp"
+
+namespace normkit::cpu::NK_CPU_ISA {
+
+template <typename C>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  static constexpr int size = 16;
+  __m512 v;
+
+  static Vec zero() { return {_mm512_setzero_ps()}; }
+  static Vec set1(float a) { return {_mm512_set1_ps(a)}; }
+  static Vec load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static Vec load(const half_t* p) {
+    return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+  }
+  static Vec load(const bfloat16_t* p) {
+    const __m512i w =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+  }
+
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  void store(half_t* p) const {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_half());
+  }
+  void store(bfloat16_t* p) const {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16());
+  }
+  void stream(float* p) const { _mm512_stream_ps(p, v); }
+  void stream(half_t* p) const {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_half());
+  }
+  void stream(bfloat16_t* p) const {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16());
+  }
+
+  friend Vec operator+(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
+  friend Vec operator-(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
+  friend Vec operator*(Vec a, Vec b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  float sum() const {
+    // Fixed pairwise order (halves, then quarters...), the same on every call.
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+
+ private:
+  __m256i to_half() const {
+    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  // Round to nearest even, NaN kept quiet — bit-identical to float_to_bf16().
+  __m256i to_bf16() const {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+  }
+};
+
+template <>
+struct Vec<double> {
+  static constexpr int size = 8;
+  __m512d v;
+
+  static Vec zero() { return {_mm512_setzero_pd()}; }
+  static Vec set1(double a) { return {_mm512_set1_pd(a)}; }
+  static Vec load(const double* p) { return {_mm512_loadu_pd(p)}; }
+  void store(double* p) const { _mm512_storeu_pd(p, v); }
+  void stream(double* p) const { _mm512_stream_pd(p, v); }
+  friend Vec operator+(Vec a, Vec b) { return {_mm512_add_pd(a.v, b.v)}; }
+  friend Vec operator-(Vec a, Vec b) { return {_mm512_sub_pd(a.v, b.v)}; }
+  friend Vec operator*(Vec a, Vec b) { return {_mm512_mul_pd(a.v, b.v)}; }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+  double sum() const {
+    const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
+};
+
+template <typename T>
+constexpr int stream_alignment() {
+  return int(sizeof(T)) * Vec<compute_t<T>>::size;
+}
+inline void stream_fence() { _mm_sfence(); }
+
+}  // namespace normkit::cpu::NK_CPU_ISA

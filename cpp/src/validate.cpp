@@ -1,0 +1,122 @@
+#include "validate.hpp"
+
+#include <cmath>
+#include <sstream>
+
+namespace normkit::detail {
+
+void fail(ErrorKind kind, const std::string& msg) { throw Error(kind, msg); }
+
+std::string shape_str(const int64_t* shape, int ndim) {
+  std::ostringstream os;
+  os << "(";
+  for (int i = 0; i < ndim; ++i) {
+    os << shape[i];
+    if (ndim == 1 || i + 1 < ndim) os << ",";
+    if (i + 1 < ndim) os << " ";
+  }
+  os << ")";
+  return os.str();
+}
+
+std::string shape_str(const TensorView& t) { return shape_str(t.shape, t.ndim); }
+
+void check_view(const TensorView& t, const char* op, const char* name) {
+  if (t.ndim < 0 || t.ndim > kMaxDims)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected at most " +
+                               std::to_string(kMaxDims) + " dims, got " + std::to_string(t.ndim));
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] < 0)
+      fail(ErrorKind::Value, std::string(op) + ": " + name + ": negative size in shape " +
+                                 shape_str(t));
+  if (t.data == nullptr && t.numel() != 0)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": null data pointer");
+}
+
+void check_float_dtype(const TensorView& t, const char* op, const char* name) {
+  switch (t.dtype) {
+    case DType::Float32:
+    case DType::Float64:
+    case DType::Float16:
+    case DType::BFloat16: return;
+  }
+  fail(ErrorKind::Type, std::string(op) + ": " + name +
+                            ": expected dtype float32, float64, float16 or bfloat16");
+}
+
+void check_writable(const TensorView& t, const char* op, const char* name) {
+  if (t.readonly)
+    fail(ErrorKind::Value, std::string(op) + ": " + name +
+                               ": is read-only; an output buffer must be writable");
+}
+
+void check_same_device(const TensorView& t, const TensorView& ref, const char* op,
+                       const char* name, const char* ref_name) {
+  if (t.device != ref.device || (t.device == DeviceType::CUDA && t.device_index != ref.device_index)) {
+    auto dev = [](const TensorView& v) {
+      return v.device == DeviceType::CPU ? std::string("cpu")
+                                         : "cuda:" + std::to_string(v.device_index);
+    };
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected to be on " + dev(ref) +
+                               " like " + ref_name + ", got " + dev(t));
+  }
+}
+
+void check_finite(double v, const char* op, const char* name, bool nonneg) {
+  if (!std::isfinite(v))
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected a finite number, got " +
+                               std::to_string(v));
+  if (nonneg && v < 0)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected >= 0, got " +
+                               std::to_string(v));
+}
+
+bool dims_compact(const TensorView& t, int first) {
+  int64_t expect = 1;
+  for (int i = t.ndim - 1; i >= first; --i) {
+    if (t.shape[i] == 1) continue;
+    if (t.shape[i] == 0) return true;  // empty: nothing to address
+    if (t.strides[i] != expect) return false;
+    expect *= t.shape[i];
+  }
+  return true;
+}
+
+RowIndex make_row_index(const TensorView& t, int lead, const char* op, const char* name) {
+  // Collect non-trivial leading dims, merging neighbours that are contiguous with each
+  // other (stride[i] == stride[i+1]·size[i+1]).
+  int64_t size[kMaxDims];
+  int64_t stride[kMaxDims];
+  int n = 0;
+  for (int i = 0; i < lead; ++i) {
+    if (t.shape[i] == 1) continue;
+    if (n > 0 && stride[n - 1] == t.strides[i] * t.shape[i]) {
+      size[n - 1] *= t.shape[i];
+      stride[n - 1] = t.strides[i];
+      continue;
+    }
+    size[n] = t.shape[i];
+    stride[n] = t.strides[i];
+    ++n;
+  }
+  RowIndex ix;
+  if (n == 0) {
+    ix.nd = 1;
+    ix.size[0] = 1;
+    ix.stride[0] = 0;
+    return ix;
+  }
+  if (n > kMaxRowDims)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": its leading dims " +
+                               shape_str(t.shape, lead) + " have " + std::to_string(n) +
+                               " independent strides (at most " + std::to_string(kMaxRowDims) +
+                               " supported); pass a contiguous copy");
+  ix.nd = n;
+  for (int i = 0; i < n; ++i) {
+    ix.size[i] = size[i];
+    ix.stride[i] = stride[i];
+  }
+  return ix;
+}
+
+}  // namespace normkit::detail

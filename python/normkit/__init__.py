@@ -1,0 +1,96 @@
+"""normkit — fast, exact normalization kernels for NumPy, torch and any DLPack array.
+
+    >>> import numpy as np, normkit
+    >>> y = normkit.layer_norm(np.random.rand(8, 1024).astype(np.float32))
+
+The torch integration (autograd, ``torch.compile``, ``nn.Module`` drop-ins) lives in
+``normkit.torch``; the benchmark in ``python -m normkit.bench``.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from .functional import (
+    add_layer_norm,
+    add_layer_norm_backward,
+    add_layer_norm_forward,
+    add_rms_norm,
+    add_rms_norm_backward,
+    add_rms_norm_forward,
+    layer_norm,
+    layer_norm_backward,
+    layer_norm_forward,
+    rms_norm,
+    rms_norm_backward,
+    rms_norm_forward,
+)
+
+__version__ = _core.__version__
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of CPU threads the kernels use (results do not depend on it)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n: expected an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of CPU threads the kernels use."""
+    return _core.get_num_threads()
+
+
+def cpu_isa() -> str:
+    """The SIMD instruction set in use: ``"scalar"``, ``"avx2"``, ``"avx512"`` or ``"neon"``."""
+    return _core.cpu_isa()
+
+
+def set_cpu_isa(name: str) -> None:
+    """Force an instruction set (one of :func:`available_cpu_isas`); the environment
+    variable ``NORMKIT_CPU_ISA`` does the same at start-up."""
+    _core.set_cpu_isa(name)
+
+
+def available_cpu_isas() -> list:
+    """Instruction sets compiled in that this CPU can run, lowest first."""
+    return list(_core.available_cpu_isas())
+
+
+def cuda_available() -> bool:
+    """True when the CUDA backend is compiled in and a GPU is present."""
+    return bool(_core.cuda_available())
+
+
+def build_info() -> dict:
+    """How this copy of normkit was built."""
+    return {
+        "version": __version__,
+        "cpu_isas": list(_core.compiled_cpu_isas()),
+        "cpu_isa": _core.cpu_isa(),
+        "cuda": bool(_core.cuda_compiled()),
+        "cuda_archs": [a for a in _core.cuda_architectures().split(";") if a],
+        "compiler": _core.compiler_info(),
+    }
+
+
+__all__ = [
+    "layer_norm",
+    "layer_norm_forward",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_forward",
+    "rms_norm_backward",
+    "add_layer_norm",
+    "add_layer_norm_forward",
+    "add_layer_norm_backward",
+    "add_rms_norm",
+    "add_rms_norm_forward",
+    "add_rms_norm_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "cpu_isa",
+    "set_cpu_isa",
+    "available_cpu_isas",
+    "cuda_available",
+    "build_info",
+]

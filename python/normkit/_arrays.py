@@ -1,0 +1,154 @@
+"""Array-library adapters: allocate outputs with the caller's library, on the caller's device.
+
+NumPy and torch have dedicated adapters (the common cases, kept cheap); any other DLPack
+array (CuPy, JAX, ...) goes through the array API namespace (``__array_namespace__``).
+The kernels themselves see every array through DLPack in ``normkit._core`` — no copies,
+except once for an input whose normalized (trailing) dims are not contiguous.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+_KDL_CPU = 1
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def is_torch(x) -> bool:
+    t = sys.modules.get("torch")
+    return t is not None and isinstance(x, t.Tensor)
+
+
+def _rows_compact(shape, strides, itemsize: int, nd: int) -> bool:
+    """Whether the last ``nd`` dims are C-contiguous among themselves (size-1 dims ignored)."""
+    expect = itemsize
+    for i in range(len(shape) - 1, len(shape) - 1 - nd, -1):
+        n = shape[i]
+        if n == 1:
+            continue
+        if n == 0:
+            return True
+        if strides[i] != expect:
+            return False
+        expect *= n
+    return True
+
+
+def compact_rows(a, nd: int):
+    """``a`` itself when its trailing ``nd`` dims are contiguous, else one contiguous copy."""
+    if a is None:
+        return None
+    if type(a) is np.ndarray:
+        if a.flags.c_contiguous or _rows_compact(a.shape, a.strides, a.itemsize, nd):
+            return a
+        return np.ascontiguousarray(a)
+    if is_torch(a):
+        if a.is_contiguous() or _rows_compact(a.shape, a.stride(), 1, nd):
+            return a
+        return a.contiguous()
+    return a  # other libraries: the core reports a non-contiguous row clearly
+
+
+def compact(a):
+    """A fully contiguous array (parameters: weight, bias)."""
+    if a is None:
+        return None
+    if type(a) is np.ndarray:
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+    if is_torch(a):
+        return a if a.is_contiguous() else a.contiguous()
+    return a
+
+
+class NumpyLib:
+    kind = "numpy"
+
+    @staticmethod
+    def empty_like_x(x, shape=None):
+        return np.empty(x.shape if shape is None else shape, dtype=x.dtype)
+
+    @staticmethod
+    def empty_stat(x, shape):
+        return np.empty(shape, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+
+    @staticmethod
+    def finish(a):
+        return a
+
+    stream = 0
+
+
+class TorchLib:
+    kind = "torch"
+
+    def __init__(self, x):
+        self.device = x.device
+        self.stream = 0
+        if x.device.type == "cuda":
+            self.stream = _torch().cuda.current_stream(x.device).cuda_stream
+
+    def empty_like_x(self, x, shape=None):
+        return _torch().empty(x.shape if shape is None else shape, dtype=x.dtype, device=self.device)
+
+    def empty_stat(self, x, shape):
+        t = _torch()
+        return t.empty(shape, dtype=t.float64 if x.dtype == t.float64 else t.float32, device=self.device)
+
+    @staticmethod
+    def finish(a):
+        return a
+
+
+class GenericLib:
+    """Any other DLPack array. On the CPU, outputs are NumPy arrays handed back through the
+    library's ``from_dlpack`` (JAX arrays, for one, are immutable and cannot be written);
+    on a GPU, ``xp.empty`` on the input's device (CuPy)."""
+
+    kind = "generic"
+    stream = 0
+
+    def __init__(self, x):
+        if not hasattr(x, "__dlpack__"):
+            raise TypeError(
+                f"x: expected an array (NumPy, torch, or any DLPack array), got {type(x).__name__}"
+            )
+        self.xp = x.__array_namespace__() if hasattr(x, "__array_namespace__") else None
+        self.cpu = x.__dlpack_device__()[0] == _KDL_CPU
+        if not self.cpu and self.xp is None:
+            raise TypeError("x: a non-CPU array must implement __array_namespace__")
+
+    def _np_dtype(self, x):
+        return np.from_dlpack(x).dtype if self.cpu else None
+
+    def empty_like_x(self, x, shape=None):
+        shape = tuple(x.shape) if shape is None else shape
+        if self.cpu:
+            return np.empty(shape, dtype=self._np_dtype(x))
+        return self.xp.empty(shape, dtype=x.dtype, device=x.device)
+
+    def empty_stat(self, x, shape):
+        if self.cpu:
+            f64 = self._np_dtype(x) == np.float64
+            return np.empty(shape, dtype=np.float64 if f64 else np.float32)
+        f64 = x.dtype == self.xp.float64
+        return self.xp.empty(shape, dtype=self.xp.float64 if f64 else self.xp.float32, device=x.device)
+
+    def finish(self, a):
+        if a is None or not self.cpu or self.xp is None:
+            return a
+        return self.xp.from_dlpack(a)
+
+
+def lib_for(x):
+    if type(x) is np.ndarray:
+        return NumpyLib
+    if is_torch(x):
+        return TorchLib(x)
+    if isinstance(x, np.ndarray):  # ndarray subclasses
+        return NumpyLib
+    return GenericLib(x)

@@ -1,0 +1,286 @@
+"""The functional API of the row norms: layer norm, RMS norm, fused residual add + norm.
+
+Every function takes NumPy arrays, torch tensors or any DLPack array, and returns the same
+kind (outputs allocated by the caller's library, on the caller's device, or written into
+``out=``). The math and every argument check live in the C++ core; this module only decides
+the normalized dims, allocates outputs and, for torch tensors that need gradients, routes
+through the ``normkit.torch`` custom ops (so autograd and ``torch.compile`` work).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import _core
+from ._arrays import NumpyLib, compact, compact_rows, is_torch, lib_for
+
+_LAYER, _RMS = 0, 1
+
+__all__ = [
+    "layer_norm",
+    "layer_norm_forward",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_forward",
+    "rms_norm_backward",
+    "add_layer_norm",
+    "add_layer_norm_forward",
+    "add_layer_norm_backward",
+    "add_rms_norm",
+    "add_rms_norm_forward",
+    "add_rms_norm_backward",
+]
+
+
+def _normalized_ndim(x, weight, normalized_shape) -> int:
+    if normalized_shape is None:
+        return weight.ndim if weight is not None else 1
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    try:
+        ns = tuple(int(n) for n in normalized_shape)
+    except TypeError:
+        raise TypeError(
+            f"normalized_shape: expected an int or a sequence of ints, got {normalized_shape!r}"
+        ) from None
+    nd = len(ns)
+    shape = tuple(x.shape)
+    if nd == 0 or nd > len(shape) or shape[len(shape) - nd :] != ns:
+        raise ValueError(
+            f"normalized_shape: expected the trailing dims of x {shape}, got {ns}"
+        )
+    return nd
+
+
+def _torch_needs_autograd(*arrays) -> bool:
+    torch = sys.modules["torch"]
+    if torch.compiler.is_compiling():
+        return True
+    if not torch.is_grad_enabled():
+        return False
+    return any(a is not None and a.requires_grad for a in arrays)
+
+
+def _detach(a):
+    return a.detach() if is_torch(a) and a.requires_grad else a
+
+
+def _torch_ops():
+    from .torch import _ops
+
+    return _ops
+
+
+def _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset, residual_scale,
+             normalized_shape, out, residual_out, want_stats, want_s):
+    """Shared body of every forward. Returns (y, s, mean, rstd) with None for what was not asked."""
+    nd = _normalized_ndim(x, weight, normalized_shape)
+    lib = lib_for(x)
+    x = compact_rows(_detach(x), nd)
+    residual = compact_rows(_detach(residual), nd)
+    weight, bias, x_bias = compact(_detach(weight)), compact(_detach(bias)), compact(_detach(x_bias))
+    y = lib.empty_like_x(x) if out is None else out
+    s = None
+    if residual is not None and (want_s or residual_out is not None):
+        s = lib.empty_like_x(x) if residual_out is None else residual_out
+    mean = rstd = None
+    if want_stats:
+        lead = tuple(x.shape)[: x.ndim - nd]
+        rstd = lib.empty_stat(x, lead)
+        if kind == _LAYER:
+            mean = lib.empty_stat(x, lead)
+    _core.row_norm_forward(kind, nd, eps, weight_offset, residual_scale, x, residual, x_bias,
+                           weight, bias, y, s, mean, rstd, lib.stream)
+    f = lib.finish
+    return f(y) if out is None else y, f(s) if residual_out is None else s, f(mean), f(rstd)
+
+
+# ---------------------------------------------------------------------------------------
+# Layer norm
+# ---------------------------------------------------------------------------------------
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5, *, normalized_shape=None, out=None):
+    """Layer normalization (SPEC §1) over the trailing dims ``weight.shape`` covers, or the
+    last dim without weight, or ``normalized_shape``. Returns ``y`` (or writes ``out``)."""
+    if type(x) is np.ndarray and normalized_shape is None and out is None and x.flags.c_contiguous:
+        # The fast path: a contiguous NumPy array (the per-call overhead benchmark).
+        y = np.empty(x.shape, x.dtype)
+        _core.row_norm_forward(_LAYER, 1 if weight is None else weight.ndim, eps, 0.0, 1.0, x,
+                               None, None, weight, bias, y, None, None, None, 0)
+        return y
+    if out is None and is_torch(x) and _torch_needs_autograd(x, weight, bias):
+        nd = _normalized_ndim(x, weight, normalized_shape)
+        return _torch_ops().layer_norm(x, weight, bias, eps, nd)
+    return _forward(_LAYER, x, None, weight, bias, None, eps, 0.0, 1.0, normalized_shape, out,
+                    None, False, False)[0]
+
+
+def layer_norm_forward(x, weight=None, bias=None, eps=1e-5, *, normalized_shape=None):
+    """Layer norm for training without autograd: returns ``(y, mean, rstd)``; ``mean`` and
+    ``rstd`` have the leading shape of ``x`` and dtype float32 (float64 for float64 x)."""
+    y, _, mean, rstd = _forward(_LAYER, x, None, weight, bias, None, eps, 0.0, 1.0,
+                                normalized_shape, None, None, True, False)
+    return y, mean, rstd
+
+
+def _stat_nd(x, stat, name) -> int:
+    nd = x.ndim - stat.ndim
+    if nd < 1:
+        raise ValueError(
+            f"{name}: expected the leading dims of x {tuple(x.shape)} (one value per row), "
+            f"got shape {tuple(stat.shape)}"
+        )
+    return nd
+
+
+def _backward(kind, dy, x, mean, rstd, weight, bias, weight_offset, residual_scale, ds,
+              want_dresidual, want_dx_bias, stat_name):
+    nd = _stat_nd(x, rstd, stat_name)
+    lib = lib_for(x)
+    dy, x, ds = (compact_rows(_detach(a), nd) for a in (dy, x, ds))
+    weight = compact(_detach(weight))
+    mean, rstd = compact(_detach(mean)), compact(_detach(rstd))
+    dx = lib.empty_like_x(x)
+    dres = lib.empty_like_x(x) if want_dresidual else None
+    pshape = tuple(x.shape)[x.ndim - nd :]
+    dweight = _empty_param(lib, weight, x, pshape) if weight is not None else None
+    dbias = _empty_param(lib, bias, x, pshape) if bias is not None else None
+    dxb = _empty_param(lib, want_dx_bias, x, pshape) if want_dx_bias is not None else None
+    _core.row_norm_backward(kind, nd, weight_offset, residual_scale, dy, ds, x, mean, rstd,
+                            weight, dx, dres, dweight, dbias, dxb, lib.stream)
+    f = lib.finish
+    return f(dx), f(dres), f(dweight), f(dbias), f(dxb)
+
+
+def _empty_param(lib, like, x, shape):
+    """A gradient shaped and typed like parameter ``like`` (or like x's rows if ``like`` is
+    not an array)."""
+    if like is None or like is True or isinstance(like, bool):
+        return lib.empty_like_x(x, shape)
+    if lib is NumpyLib:
+        return np.empty(like.shape, like.dtype)
+    if is_torch(like):
+        torch = sys.modules["torch"]
+        return torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    return lib.empty_like_x(like)
+
+
+def layer_norm_backward(dy, x, mean, rstd, weight=None, bias=None):
+    """Gradients of :func:`layer_norm_forward`: returns ``(dx, dweight, dbias)``, ``None``
+    for an absent parameter. ``bias`` only says whether ``dbias`` is wanted."""
+    dx, _, dw, db, _ = _backward(_LAYER, dy, x, mean, rstd, weight, bias, 0.0, 1.0, None, False,
+                                 None, "mean")
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------
+# RMS norm
+# ---------------------------------------------------------------------------------------
+
+
+def rms_norm(x, weight=None, eps=1e-6, weight_offset=0.0, *, bias=None, normalized_shape=None,
+             out=None):
+    """RMS normalization (SPEC §2): ``y = x·rrms·(weight + weight_offset) (+ bias)``;
+    ``weight_offset=1`` is the zero-centred (Gemma) form."""
+    if type(x) is np.ndarray and normalized_shape is None and out is None and x.flags.c_contiguous:
+        y = np.empty(x.shape, x.dtype)
+        _core.row_norm_forward(_RMS, 1 if weight is None else weight.ndim, eps, weight_offset, 1.0,
+                               x, None, None, weight, bias, y, None, None, None, 0)
+        return y
+    if out is None and is_torch(x) and _torch_needs_autograd(x, weight, bias):
+        nd = _normalized_ndim(x, weight, normalized_shape)
+        return _torch_ops().rms_norm(x, weight, bias, eps, weight_offset, nd)
+    return _forward(_RMS, x, None, weight, bias, None, eps, weight_offset, 1.0, normalized_shape,
+                    out, None, False, False)[0]
+
+
+def rms_norm_forward(x, weight=None, eps=1e-6, weight_offset=0.0, *, bias=None,
+                     normalized_shape=None):
+    """RMS norm for training without autograd: returns ``(y, rrms)``."""
+    y, _, _, rrms = _forward(_RMS, x, None, weight, bias, None, eps, weight_offset, 1.0,
+                             normalized_shape, None, None, True, False)
+    return y, rrms
+
+
+def rms_norm_backward(dy, x, rrms, weight=None, bias=None, weight_offset=0.0):
+    """Gradients of :func:`rms_norm_forward`: returns ``(dx, dweight, dbias)``."""
+    dx, _, dw, db, _ = _backward(_RMS, dy, x, None, rrms, weight, bias, weight_offset, 1.0, None,
+                                 False, None, "rrms")
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------
+# Fused residual add + norm
+# ---------------------------------------------------------------------------------------
+
+
+def _add_norm(kind, x, residual, weight, bias, eps, weight_offset, residual_scale,
+              return_residual, x_bias, normalized_shape, out, residual_out):
+    if (out is None and residual_out is None and is_torch(x)
+            and _torch_needs_autograd(x, residual, weight, bias, x_bias)):
+        nd = _normalized_ndim(x, weight, normalized_shape)
+        ops = _torch_ops()
+        if kind == _LAYER:
+            y, s = ops.add_layer_norm(x, residual, weight, bias, eps, residual_scale, x_bias, nd)
+        else:
+            y, s = ops.add_rms_norm(x, residual, weight, bias, eps, weight_offset, residual_scale,
+                                    x_bias, nd)
+        return (y, s) if return_residual else y
+    y, s, _, _ = _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset,
+                          residual_scale, normalized_shape, out, residual_out, False,
+                          return_residual)
+    return (y, s) if return_residual else y
+
+
+def add_layer_norm(x, residual, weight=None, bias=None, eps=1e-5, residual_scale=1.0,
+                   return_residual=False, *, x_bias=None, normalized_shape=None, out=None,
+                   residual_out=None):
+    """``s = x (+ x_bias) + residual_scale·residual``; ``y = layer_norm(s)`` in one pass.
+    Returns ``y``, or ``(y, s)`` with ``return_residual=True`` (the new residual stream of a
+    pre-norm transformer; ``residual_out=residual`` writes it in place)."""
+    return _add_norm(_LAYER, x, residual, weight, bias, eps, 0.0, residual_scale,
+                     return_residual, x_bias, normalized_shape, out, residual_out)
+
+
+def add_rms_norm(x, residual, weight=None, eps=1e-6, weight_offset=0.0, residual_scale=1.0,
+                 return_residual=False, *, bias=None, x_bias=None, normalized_shape=None,
+                 out=None, residual_out=None):
+    """``s = x (+ x_bias) + residual_scale·residual``; ``y = rms_norm(s)`` in one pass."""
+    return _add_norm(_RMS, x, residual, weight, bias, eps, weight_offset, residual_scale,
+                     return_residual, x_bias, normalized_shape, out, residual_out)
+
+
+def add_layer_norm_forward(x, residual, weight=None, bias=None, eps=1e-5, residual_scale=1.0, *,
+                           x_bias=None, normalized_shape=None, residual_out=None):
+    """Returns ``(y, s, mean, rstd)``: ``s`` is what the backward takes."""
+    return _forward(_LAYER, x, residual, weight, bias, x_bias, eps, 0.0, residual_scale,
+                    normalized_shape, None, residual_out, True, True)
+
+
+def add_rms_norm_forward(x, residual, weight=None, eps=1e-6, weight_offset=0.0,
+                         residual_scale=1.0, *, bias=None, x_bias=None, normalized_shape=None,
+                         residual_out=None):
+    """Returns ``(y, s, rrms)``."""
+    y, s, _, rrms = _forward(_RMS, x, residual, weight, bias, x_bias, eps, weight_offset,
+                             residual_scale, normalized_shape, None, residual_out, True, True)
+    return y, s, rrms
+
+
+def add_layer_norm_backward(dy, s, mean, rstd, weight=None, bias=None, residual_scale=1.0, *,
+                            ds=None, x_bias=None):
+    """Gradients of :func:`add_layer_norm_forward`: ``(dx, dresidual, dweight, dbias,
+    dx_bias)``. ``ds`` is a gradient arriving on ``s`` (pre-norm); ``dx`` is the total
+    gradient of ``s``, ``dresidual = residual_scale·dx``, ``dx_bias = Σ_rows dx`` (only
+    when ``x_bias`` is given)."""
+    return _backward(_LAYER, dy, s, mean, rstd, weight, bias, 0.0, residual_scale, ds, True,
+                     x_bias, "mean")
+
+
+def add_rms_norm_backward(dy, s, rrms, weight=None, bias=None, weight_offset=0.0,
+                          residual_scale=1.0, *, ds=None, x_bias=None):
+    """Gradients of :func:`add_rms_norm_forward`: ``(dx, dresidual, dweight, dbias, dx_bias)``."""
+    return _backward(_RMS, dy, s, None, rrms, weight, bias, weight_offset, residual_scale, ds,
+                     True, x_bias, "rrms")

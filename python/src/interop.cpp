@@ -1,0 +1,250 @@
+#include "interop.hpp"
+
+#include <pybind11/numpy.h>
+
+#include <string>
+
+#include "normkit/error.hpp"
+
+namespace py = pybind11;
+
+namespace normkit::py_interop {
+namespace {
+
+// ---- DLPack ABI (declared from the DLPack specification, v1.x) -------------------------
+enum DLDeviceTypeCode : int32_t { kDLCPU = 1, kDLCUDA = 2, kDLCUDAHost = 3, kDLCUDAManaged = 13 };
+enum DLDataTypeCode : uint8_t { kDLFloat = 2, kDLBfloat = 4 };
+
+struct DLDevice {
+  int32_t device_type;
+  int32_t device_id;
+};
+struct DLDataType {
+  uint8_t code;
+  uint8_t bits;
+  uint16_t lanes;
+};
+struct DLTensor {
+  void* data;
+  DLDevice device;
+  int32_t ndim;
+  DLDataType dtype;
+  int64_t* shape;
+  int64_t* strides;
+  uint64_t byte_offset;
+};
+struct DLManagedTensor {
+  DLTensor dl_tensor;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensor*);
+};
+struct DLPackVersion {
+  uint32_t major;
+  uint32_t minor;
+};
+constexpr uint64_t kDLFlagReadOnly = 1;
+struct DLManagedTensorVersioned {
+  DLPackVersion version;
+  void* manager_ctx;
+  void (*deleter)(DLManagedTensorVersioned*);
+  uint64_t flags;
+  DLTensor dl_tensor;
+};
+struct DLPackExchangeAPIHeader {
+  DLPackVersion version;
+  DLPackExchangeAPIHeader* prev_api;
+};
+struct DLPackExchangeAPI {
+  DLPackExchangeAPIHeader header;
+  void* managed_tensor_allocator;
+  void* managed_tensor_from_py_object_no_sync;
+  void* managed_tensor_to_py_object_no_sync;
+  int (*dltensor_from_py_object_no_sync)(void* py_object, DLTensor* out);
+  void* current_work_stream;
+};
+
+[[noreturn]] void type_error(const char* name, const std::string& what) {
+  throw Error(ErrorKind::Type, std::string(name) + ": " + what);
+}
+
+void fill_from_dl(const DLTensor& t, const char* name, bool readonly, TensorView& v) {
+  if (t.dtype.lanes != 1) type_error(name, "vector dtypes (lanes > 1) are not supported");
+  if (t.dtype.code == kDLFloat && t.dtype.bits == 32)
+    v.dtype = DType::Float32;
+  else if (t.dtype.code == kDLFloat && t.dtype.bits == 64)
+    v.dtype = DType::Float64;
+  else if (t.dtype.code == kDLFloat && t.dtype.bits == 16)
+    v.dtype = DType::Float16;
+  else if (t.dtype.code == kDLBfloat && t.dtype.bits == 16)
+    v.dtype = DType::BFloat16;
+  else
+    type_error(name, "expected dtype float32, float64, float16 or bfloat16, got DLPack type (code " +
+                         std::to_string(t.dtype.code) + ", " + std::to_string(t.dtype.bits) +
+                         " bits)");
+  switch (t.device.device_type) {
+    case kDLCPU:
+    case kDLCUDAHost: v.device = DeviceType::CPU; break;
+    case kDLCUDA:
+    case kDLCUDAManaged: v.device = DeviceType::CUDA; break;
+    default:
+      throw Error(ErrorKind::Value, std::string(name) + ": arrays on DLPack device type " +
+                                        std::to_string(t.device.device_type) +
+                                        " are not supported (CPU and CUDA are)");
+  }
+  v.device_index = t.device.device_id;
+  if (t.ndim < 0 || t.ndim > kMaxDims)
+    throw Error(ErrorKind::Value, std::string(name) + ": at most " + std::to_string(kMaxDims) +
+                                      " dims supported, got " + std::to_string(t.ndim));
+  v.ndim = t.ndim;
+  int64_t s = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    v.shape[i] = t.shape[i];
+    v.strides[i] = t.strides ? t.strides[i] : s;
+    s *= t.shape[i];
+  }
+  v.data = static_cast<char*>(t.data) + t.byte_offset;
+  v.readonly = readonly;
+}
+
+// numpy's type number of ml_dtypes.bfloat16, or -1 when ml_dtypes is not installed.
+int bf16_type_num() {
+  static int num = [] {
+    try {
+      py::object bf16 = py::module_::import("ml_dtypes").attr("bfloat16");
+      return py::dtype::from_args(bf16).num();
+    } catch (py::error_already_set&) {
+      return -1;
+    }
+  }();
+  return num;
+}
+
+void from_numpy(py::handle obj, const char* name, TensorView& v) {
+  auto* a = py::detail::array_proxy(obj.ptr());
+  const auto* d = py::detail::array_descriptor_proxy(a->descr);
+  const int num = d->type_num;
+  int64_t itemsize = 0;
+  // NPY_FLOAT = 11, NPY_DOUBLE = 12, NPY_HALF = 23 (NumPy's fixed type numbers).
+  if (num == 11)
+    v.dtype = DType::Float32, itemsize = 4;
+  else if (num == 12)
+    v.dtype = DType::Float64, itemsize = 8;
+  else if (num == 23)
+    v.dtype = DType::Float16, itemsize = 2;
+  else if (num >= 256 && num == bf16_type_num())
+    v.dtype = DType::BFloat16, itemsize = 2;
+  else
+    type_error(name, "expected dtype float32, float64, float16 or bfloat16, got " +
+                         std::string(py::str(py::reinterpret_borrow<py::object>(a->descr))));
+  if (d->byteorder == '>')
+    type_error(name, "non-native byte order is not supported");
+  if (a->nd > kMaxDims)
+    throw Error(ErrorKind::Value, std::string(name) + ": at most " + std::to_string(kMaxDims) +
+                                      " dims supported, got " + std::to_string(a->nd));
+  v.ndim = a->nd;
+  for (int i = 0; i < a->nd; ++i) {
+    v.shape[i] = a->dimensions[i];
+    const int64_t sb = a->strides[i];
+    if (sb % itemsize != 0)
+      throw Error(ErrorKind::Value, std::string(name) + ": byte strides that are not a multiple of the "
+                                                        "item size are not supported (pass a copy)");
+    v.strides[i] = sb / itemsize;
+  }
+  v.data = a->data;
+  v.device = DeviceType::CPU;
+  v.device_index = 0;
+  v.readonly = (a->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) == 0;
+}
+
+const DLPackExchangeAPI* exchange_api(PyTypeObject* type) {
+  // One-entry cache: the same array type (torch.Tensor) is seen call after call.
+  static PyTypeObject* cached_type = nullptr;
+  static const DLPackExchangeAPI* cached_api = nullptr;
+  if (type == cached_type) return cached_api;
+  const DLPackExchangeAPI* api = nullptr;
+  PyObject* cap = PyObject_GetAttrString(reinterpret_cast<PyObject*>(type), "__dlpack_c_exchange_api__");
+  if (cap == nullptr) {
+    PyErr_Clear();
+  } else {
+    if (PyCapsule_IsValid(cap, "dlpack_exchange_api")) {
+      api = static_cast<const DLPackExchangeAPI*>(PyCapsule_GetPointer(cap, "dlpack_exchange_api"));
+      if (api != nullptr && (api->header.version.major != 1 || api->dltensor_from_py_object_no_sync == nullptr))
+        api = nullptr;
+    }
+    Py_DECREF(cap);  // the API table lives as long as the process (DLPack spec)
+  }
+  cached_type = type;
+  cached_api = api;
+  return api;
+}
+
+}  // namespace
+
+ArrayRef::~ArrayRef() {
+  if (managed == nullptr) return;
+  if (managed_versioned) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(managed);
+    if (m->deleter) m->deleter(m);
+  } else {
+    auto* m = static_cast<DLManagedTensor*>(managed);
+    if (m->deleter) m->deleter(m);
+  }
+}
+
+void to_view(py::handle obj, const char* name, uintptr_t stream, ArrayRef& out) {
+  if (obj.is_none()) return;
+  out.present = true;
+  TensorView& v = out.view;
+
+  // 1. NumPy
+  if (py::isinstance<py::array>(obj)) {
+    from_numpy(obj, name, v);
+    return;
+  }
+
+  // 2. DLPack C exchange API
+  if (const DLPackExchangeAPI* api = exchange_api(Py_TYPE(obj.ptr()))) {
+    DLTensor t{};
+    if (api->dltensor_from_py_object_no_sync(obj.ptr(), &t) != 0) throw py::error_already_set();
+    fill_from_dl(t, name, false, v);
+    return;
+  }
+
+  // 3. The __dlpack__ capsule protocol
+  if (!py::hasattr(obj, "__dlpack__"))
+    type_error(name, std::string("expected an array (NumPy, torch, or any DLPack array), got ") +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  py::object capsule;
+  {
+    py::tuple dev = obj.attr("__dlpack_device__")();
+    const int dev_type = dev[0].cast<int>();
+    py::object stream_arg = py::none();
+    if (dev_type == kDLCUDA || dev_type == kDLCUDAManaged)
+      stream_arg = py::int_(stream == 0 ? uintptr_t(1) : stream);  // 1: the legacy default stream
+    try {
+      capsule = obj.attr("__dlpack__")(py::arg("stream") = stream_arg,
+                                       py::arg("max_version") = py::make_tuple(1, 0));
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_TypeError)) throw;
+      capsule = obj.attr("__dlpack__")(py::arg("stream") = stream_arg);  // pre-1.0 producers
+    }
+  }
+  PyObject* cap = capsule.ptr();
+  if (PyCapsule_IsValid(cap, "dltensor_versioned")) {
+    auto* m = static_cast<DLManagedTensorVersioned*>(PyCapsule_GetPointer(cap, "dltensor_versioned"));
+    PyCapsule_SetName(cap, "used_dltensor_versioned");
+    out.managed = m;
+    out.managed_versioned = true;
+    fill_from_dl(m->dl_tensor, name, (m->flags & kDLFlagReadOnly) != 0, v);
+  } else if (PyCapsule_IsValid(cap, "dltensor")) {
+    auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+    PyCapsule_SetName(cap, "used_dltensor");
+    out.managed = m;
+    out.managed_versioned = false;
+    fill_from_dl(m->dl_tensor, name, false, v);
+  } else {
+    type_error(name, "__dlpack__ did not return a DLPack capsule");
+  }
+}
+
+}  // namespace normkit::py_interop

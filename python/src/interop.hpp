@@ -1,0 +1,39 @@
+// The one place where Python array objects become normkit::TensorView, zero copy.
+//
+// Fast paths, fastest first:
+//   1. numpy.ndarray: read straight from the array struct (no DLPack capsule at all);
+//   2. a type exporting the DLPack C exchange API (__dlpack_c_exchange_api__, torch >= 2.9):
+//      one C call fills a borrowed DLTensor, no Python-level call, no allocation;
+//   3. anything with __dlpack__ (CuPy, JAX, ...): the capsule protocol, deleter called when
+//      the view is dropped.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "normkit/tensor.hpp"
+
+namespace normkit::py_interop {
+
+// A TensorView plus whatever keeps its memory valid while the view is in use.
+class ArrayRef {
+ public:
+  ArrayRef() = default;
+  ArrayRef(const ArrayRef&) = delete;
+  ArrayRef& operator=(const ArrayRef&) = delete;
+  ~ArrayRef();
+
+  TensorView view;
+  bool present = false;
+  // Owned DLPack tensor from a capsule (path 3); released in the destructor.
+  void* managed = nullptr;
+  bool managed_versioned = false;
+};
+
+// Fills `out` from a Python array object. `name` is the argument's Python name (used in
+// error messages). `stream` is the consumer's CUDA stream for the capsule protocol.
+// None leaves `out.present == false`.
+void to_view(pybind11::handle obj, const char* name, uintptr_t stream, ArrayRef& out);
+
+}  // namespace normkit::py_interop
