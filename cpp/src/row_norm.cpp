@@ -1,6 +1,7 @@
 // Entry points of the row-norm family: validate every argument once, resolve the views into
 // a RowNormProblem, and dispatch on the device (CPU / CUDA). Kernels never re-check.
 #include <string>
+#include <utility>
 
 #include "common/backends.hpp"
 #include "common/row_norm_problem.hpp"
@@ -25,6 +26,42 @@ const char* fwd_op_name(const RowNormForwardArgs& a) {
   const bool add = a.residual != nullptr;
   if (a.kind == NormKind::Layer) return add ? "add_layer_norm" : "layer_norm";
   return add ? "add_rms_norm" : "rms_norm";
+}
+
+void check_kind(const char* op, NormKind kind) {
+  if (kind != NormKind::Layer && kind != NormKind::RMS)
+    fail(ErrorKind::Value, std::string(op) + ": kind: expected NormKind::Layer or NormKind::RMS, got " +
+                               std::to_string(int(kind)));
+}
+
+// [lowest, highest] byte addresses a view touches (empty views touch nothing).
+bool extent(const TensorView& t, uintptr_t& lo, uintptr_t& hi) {
+  if (t.numel() == 0) return false;
+  int64_t min_off = 0, max_off = 0;
+  for (int i = 0; i < t.ndim; ++i) {
+    const int64_t span = (t.shape[i] - 1) * t.strides[i];
+    if (span < 0) min_off += span; else max_off += span;
+  }
+  const int64_t es = dtype_size(t.dtype);
+  lo = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(min_off * es);
+  hi = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(max_off * es + es - 1);
+  return true;
+}
+
+// An output may be exactly an input (same data, same strides) but must not partly overlap
+// it: the kernels read a row while writing it only element by element.
+void check_overlap(const char* op, const TensorView& out, const char* out_name,
+                   const TensorView* in, const char* in_name) {
+  if (in == nullptr) return;
+  uintptr_t a0, a1, b0, b1;
+  if (!extent(out, a0, a1) || !extent(*in, b0, b1)) return;
+  if (a1 < b0 || b1 < a0) return;
+  bool same = out.data == in->data && out.ndim == in->ndim && out.dtype == in->dtype;
+  for (int i = 0; same && i < out.ndim; ++i)
+    same = out.shape[i] == in->shape[i] && (out.shape[i] == 1 || out.strides[i] == in->strides[i]);
+  if (!same)
+    fail(ErrorKind::Value, std::string(op) + ": " + out_name + ": overlaps " + in_name +
+                               " in memory without being the same array (only an exact alias is allowed)");
 }
 
 Ctx make_ctx(const char* op, const TensorView& x, int nd) {
@@ -113,6 +150,7 @@ void check_stat(const Ctx& c, const TensorView& t, const TensorView& x, const ch
 
 void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
   const char* op = fwd_op_name(a);
+  check_kind(op, a.kind);
   if (a.x == nullptr) fail(ErrorKind::Value, std::string(op) + ": x: is required");
   if (a.y == nullptr) fail(ErrorKind::Value, std::string(op) + ": out: is required");
   const TensorView& x = *a.x;
@@ -143,6 +181,18 @@ void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
   if (a.x_bias) check_param(c, *a.x_bias, x, "x_bias", false);
   if (a.mean) check_stat(c, *a.mean, x, "mean", true);
   if (a.rstd) check_stat(c, *a.rstd, x, a.kind == NormKind::RMS ? "rrms" : "rstd", true);
+
+  for (const auto& [out, oname] : {std::pair{a.y, "out"}, std::pair{a.residual_out, "residual_out"},
+                                   std::pair{a.mean, "mean"}, std::pair{a.rstd, "rstd"}}) {
+    if (out == nullptr) continue;
+    check_overlap(op, *out, oname, a.x, "x");
+    check_overlap(op, *out, oname, a.weight, "weight");
+    check_overlap(op, *out, oname, a.bias, "bias");
+    check_overlap(op, *out, oname, a.x_bias, "x_bias");
+    if (out != a.residual_out) check_overlap(op, *out, oname, a.residual, "residual");
+  }
+  if (a.residual_out) check_overlap(op, *a.residual_out, "residual_out", a.residual, "residual");
+  if (a.residual_out) check_overlap(op, *a.residual_out, "residual_out", a.y, "out");
 
   detail::RowNormProblem p;
   p.kind = a.kind;
@@ -191,6 +241,7 @@ detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ct
   const bool fused = a.dresidual != nullptr || a.dx_bias != nullptr || a.ds != nullptr;
   const char* op = a.kind == NormKind::Layer ? (fused ? "add_layer_norm_backward" : "layer_norm_backward")
                                              : (fused ? "add_rms_norm_backward" : "rms_norm_backward");
+  check_kind(op, a.kind);
   if (a.x == nullptr) fail(ErrorKind::Value, std::string(op) + ": x: is required");
   if (a.dy == nullptr) fail(ErrorKind::Value, std::string(op) + ": dy: is required");
   if (a.dx == nullptr) fail(ErrorKind::Value, std::string(op) + ": dx: is required");
@@ -223,6 +274,29 @@ detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ct
   if (a.dweight) check_param(c, *a.dweight, x, "dweight", true);
   if (a.dbias) check_param(c, *a.dbias, x, "dbias", true);
   if (a.dx_bias) check_param(c, *a.dx_bias, x, "dx_bias", true);
+
+  for (const auto& [out, oname] : {std::pair{a.dx, "dx"}, std::pair{a.dresidual, "dresidual"},
+                                   std::pair{a.dweight, "dweight"}, std::pair{a.dbias, "dbias"},
+                                   std::pair{a.dx_bias, "dx_bias"}}) {
+    if (out == nullptr) continue;
+    check_overlap(op, *out, oname, a.dy, "dy");
+    check_overlap(op, *out, oname, a.ds, "ds");
+    check_overlap(op, *out, oname, a.x, "x");
+    check_overlap(op, *out, oname, a.mean, "mean");
+    check_overlap(op, *out, oname, a.rstd, "rstd");
+    check_overlap(op, *out, oname, a.weight, "weight");
+  }
+  {
+    const TensorView* outs[] = {a.dx, a.dresidual, a.dweight, a.dbias, a.dx_bias};
+    const char* names[] = {"dx", "dresidual", "dweight", "dbias", "dx_bias"};
+    for (int i = 0; i < 5; ++i)
+      for (int k = i + 1; k < 5; ++k)
+        if (outs[i] && outs[k]) {
+          uintptr_t a0, a1, b0, b1;
+          if (extent(*outs[i], a0, a1) && extent(*outs[k], b0, b1) && !(a1 < b0 || b1 < a0))
+            fail(ErrorKind::Value, std::string(op) + ": " + names[k] + ": overlaps " + names[i]);
+        }
+  }
 
   detail::RowNormBackwardProblem p;
   p.kind = a.kind;

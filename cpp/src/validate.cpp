@@ -72,6 +72,7 @@ void check_finite(double v, const char* op, const char* name, bool nonneg) {
 }
 
 bool dims_compact(const TensorView& t, int first) {
+  if (t.numel() == 0) return true;  // nothing to address (torch gives empty grads stride 0)
   int64_t expect = 1;
   for (int i = t.ndim - 1; i >= first; --i) {
     if (t.shape[i] == 1) continue;

@@ -36,7 +36,14 @@ __all__ = [
 
 def _normalized_ndim(x, weight, normalized_shape) -> int:
     if normalized_shape is None:
-        return weight.ndim if weight is not None else 1
+        if weight is None:
+            return 1
+        if not 1 <= weight.ndim <= x.ndim:
+            raise ValueError(
+                f"weight: expected the shape of the trailing (normalized) dims of x "
+                f"{tuple(x.shape)}, got {tuple(weight.shape)}"
+            )
+        return weight.ndim
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
     try:
@@ -108,9 +115,12 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, *, normalized_shape=None, ou
     if type(x) is np.ndarray and normalized_shape is None and out is None and x.flags.c_contiguous:
         # The fast path: a contiguous NumPy array (the per-call overhead benchmark).
         y = np.empty(x.shape, x.dtype)
-        _core.row_norm_forward(_LAYER, 1 if weight is None else weight.ndim, eps, 0.0, 1.0, x,
-                               None, None, weight, bias, y, None, None, None, 0)
-        return y
+        try:
+            _core.row_norm_forward(_LAYER, 1 if weight is None else weight.ndim, eps, 0.0, 1.0,
+                                   x, None, None, weight, bias, y, None, None, None, 0)
+            return y
+        except ValueError:
+            pass  # e.g. a strided weight: the general path copies it, or names the problem
     if out is None and is_torch(x) and _torch_needs_autograd(x, weight, bias):
         nd = _normalized_ndim(x, weight, normalized_shape)
         return _torch_ops().layer_norm(x, weight, bias, eps, nd)
@@ -187,9 +197,13 @@ def rms_norm(x, weight=None, eps=1e-6, weight_offset=0.0, *, bias=None, normaliz
     ``weight_offset=1`` is the zero-centred (Gemma) form."""
     if type(x) is np.ndarray and normalized_shape is None and out is None and x.flags.c_contiguous:
         y = np.empty(x.shape, x.dtype)
-        _core.row_norm_forward(_RMS, 1 if weight is None else weight.ndim, eps, weight_offset, 1.0,
-                               x, None, None, weight, bias, y, None, None, None, 0)
-        return y
+        try:
+            _core.row_norm_forward(_RMS, 1 if weight is None else weight.ndim, eps,
+                                   weight_offset, 1.0, x, None, None, weight, bias, y, None,
+                                   None, None, 0)
+            return y
+        except ValueError:
+            pass  # the general path copies strided parameters, or names the problem
     if out is None and is_torch(x) and _torch_needs_autograd(x, weight, bias):
         nd = _normalized_ndim(x, weight, normalized_shape)
         return _torch_ops().rms_norm(x, weight, bias, eps, weight_offset, nd)

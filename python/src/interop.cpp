@@ -77,10 +77,12 @@ void fill_from_dl(const DLTensor& t, const char* name, bool readonly, TensorView
     v.dtype = DType::Float16;
   else if (t.dtype.code == kDLBfloat && t.dtype.bits == 16)
     v.dtype = DType::BFloat16;
-  else
-    type_error(name, "expected dtype float32, float64, float16 or bfloat16, got DLPack type (code " +
-                         std::to_string(t.dtype.code) + ", " + std::to_string(t.dtype.bits) +
-                         " bits)");
+  else {
+    static const char* const kinds[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+    const std::string kind = t.dtype.code < 7 ? kinds[t.dtype.code] : "code" + std::to_string(t.dtype.code);
+    type_error(name, "expected dtype float32, float64, float16 or bfloat16, got " + kind +
+                         std::to_string(t.dtype.bits));
+  }
   switch (t.device.device_type) {
     case kDLCPU:
     case kDLCUDAHost: v.device = DeviceType::CPU; break;

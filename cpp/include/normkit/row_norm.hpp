@@ -5,11 +5,12 @@
 //                      compact (C-contiguous among themselves); the leading dims may have any
 //                      strides (each row is found by its own offset). rows = numel / H.
 //   weight [H...]      γ, optional; compact; dtype = x.dtype, or float32 for 16-bit x.
-//   bias   [H...]      β, optional; same dtype as weight when both are given.
+//   bias   [H...]      β, optional; dtype x.dtype or float32 for 16-bit x (independently of
+//                      weight's).
 //   mean   [rows]      float32 (float64 for float64 x), any shape with `rows` elements,
 //   rstd   [rows]      C-contiguous. For RMS norm `rstd` holds rrms and `mean` must be absent.
-// Optional arguments are null pointers. Outputs may alias the matching input exactly
-// (y over x, residual_out over residual); partial overlap is not allowed.
+// Optional arguments are null pointers. Outputs may alias an input exactly (y over x,
+// residual_out over residual, dx over dy or x); any other overlap is rejected.
 // Every function validates all of its arguments before touching memory and throws
 // normkit::Error naming the argument on bad input.
 #pragma once

@@ -6,6 +6,7 @@
 // elements at RowIndex::offset(r); parameters are [H] arrays of the compute type C.
 // No static initializers in this file (it is compiled with ISA flags).
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -77,18 +78,49 @@ NK_ALWAYS_INLINE C row_sum_sq_dev(const T* x, int64_t n, C m) {
   return s;
 }
 
-// Mean and biased variance of a row (Note [Variance by chunks] in row_norm_math.hpp).
+// Σ (x − m) and Σ (x − m)² over n elements, in one pass (Note [Corrected two-pass]).
 template <typename T, typename C>
-void layer_stats(const T* x, int64_t H, C& mean, C& var) {
-  Moments<C> acc{C(0), C(0), C(0)};
+NK_ALWAYS_INLINE void row_dev_sums(const T* x, int64_t n, C m, C& s1_out, C& s2_out) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  const V vm = V::set1(m);
+  V a0 = V::zero(), a1 = V::zero(), q0 = V::zero(), q1 = V::zero();
+  int64_t j = 0;
+  for (; j + 2 * L <= n; j += 2 * L) {
+    const V d0 = V::load(x + j) - vm, d1 = V::load(x + j + L) - vm;
+    a0 = a0 + d0;
+    a1 = a1 + d1;
+    q0 = V::fmadd(d0, d0, q0);
+    q1 = V::fmadd(d1, d1, q1);
+  }
+  for (; j + L <= n; j += L) {
+    const V d = V::load(x + j) - vm;
+    a0 = a0 + d;
+    q0 = V::fmadd(d, d, q0);
+  }
+  C s1 = (a0 + a1).sum(), s2 = (q0 + q1).sum();
+  for (; j < n; ++j) {
+    const C d = C(to_compute(x[j])) - m;
+    s1 += d;
+    s2 += d * d;
+  }
+  s1_out = s1;
+  s2_out = s2;
+}
+
+// Mean and biased variance of a row (Notes [Variance by chunks], [Corrected two-pass]).
+template <typename T, typename C>
+void layer_stats(const T* x, int64_t H, double& mean, double& var) {
+  Moments<double> acc{0.0, 0.0, 0.0};
   for (int64_t j0 = 0; j0 < H; j0 += kChunk<T>) {
     const int64_t n = H - j0 < kChunk<T> ? H - j0 : kChunk<T>;
     const C m = row_sum<T, C>(x + j0, n) / C(n);
-    const Moments<C> chunk{C(n), m, row_sum_sq_dev<T, C>(x + j0, n, m)};
-    acc = detail::merge_moments(acc, chunk);
+    C s1, s2;
+    row_dev_sums<T, C>(x + j0, n, m, s1, s2);
+    acc = detail::merge_moments(acc, detail::corrected_moments<C>(n, m, s1, s2));
   }
   mean = acc.mean;
-  var = acc.m2 / C(H);
+  var = acc.m2 / double(H);
 }
 
 // mean(x²): sums of squares are well conditioned (all terms positive), one pass.
@@ -97,60 +129,94 @@ C rms_mean_sq(const T* x, int64_t H) {
   return row_sum_sq_dev<T, C>(x, H, C(0)) / C(H);
 }
 
-// y = (x − mean)·rstd·w + b over one row; streaming stores when kNT (y is peeled to the
-// vector-store alignment first; a y that is not even element-aligned stays on the scalar path).
-template <typename T, typename C, bool kW, bool kB, bool kNT>
-NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, C mean, C rstd,
-                                    const C* NK_RESTRICT w, const C* NK_RESTRICT b) {
-  using V = Vec<C>;
-  constexpr int64_t L = V::size;
+// Note [One code path per element]: every element of an output goes through the same
+// vector instructions, whether it sits in the body of a row, in its tail, or in the
+// peel before the first aligned streaming store. Partial vectors are staged through small
+// stack buffers (padding is zero and never stored). Otherwise an element's bits would
+// depend on the alignment of its row — and so on the batch it came in (SPEC §0).
+template <typename T, typename C, typename F>
+NK_ALWAYS_INLINE void for_each_vector(int64_t H, T* out, bool nontemporal, F&& f) {
+  constexpr int64_t L = Vec<C>::size;
   int64_t j = 0;
-  auto scalar = [&](int64_t k) {
-    y[k] = from_compute<T>(detail::norm_affine<C>(C(to_compute(x[k])), mean, rstd,
-                                                  kW ? w[k] : C(1), kB ? b[k] : C(0)));
-  };
-  if constexpr (kNT) {
-    constexpr int A = stream_alignment<T>();
-    if constexpr (A > 0) {
-      while (j < H && reinterpret_cast<uintptr_t>(y + j) % A != 0) scalar(j++);
+  bool stream = false;
+  if constexpr (stream_alignment<T>() > 0) {
+    constexpr uintptr_t A = uintptr_t(stream_alignment<T>());
+    const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % A;
+    // An output that is not even element-aligned is never streamed.
+    stream = nontemporal && mis % sizeof(T) == 0;
+    if (stream && mis != 0) {
+      const int64_t n = std::min<int64_t>(H, int64_t((A - mis) / sizeof(T)));
+      f(int64_t(0), n, false);
+      j = n;
     }
   }
-  const V vm = V::set1(mean), vr = V::set1(rstd);
-  for (; j + L <= H; j += L) {
-    V t = (V::load(x + j) - vm) * vr;
-    if constexpr (kW && kB) {
-      t = V::fmadd(t, V::load(w + j), V::load(b + j));
-    } else if constexpr (kW) {
-      t = t * V::load(w + j);
-    } else if constexpr (kB) {
-      t = t + V::load(b + j);
-    }
-    if constexpr (kNT) {
-      t.stream(y + j);
-    } else {
-      t.store(y + j);
-    }
-  }
-  for (; j < H; ++j) scalar(j);
+  for (; j + L <= H; j += L) f(j, L, stream);
+  if (j < H) f(j, H - j, false);
 }
 
-// s = x + x_bias + scale·r, rounded to T (the stored residual stream is what gets normalized).
+// Load n < L elements into a zero-padded lane buffer / store the first n lanes.
+template <typename T, typename V>
+NK_ALWAYS_INLINE V load_part(const T* p, int64_t n) {
+  T buf[V::size];
+  std::memset(static_cast<void*>(buf), 0, sizeof(buf));
+  std::memcpy(static_cast<void*>(buf), p, size_t(n) * sizeof(T));
+  return V::load(buf);
+}
+template <typename T, typename V>
+NK_ALWAYS_INLINE void store_part(V v, T* p, int64_t n) {
+  T buf[V::size];
+  v.store(buf);
+  std::memcpy(static_cast<void*>(p), buf, size_t(n) * sizeof(T));
+}
+
+// Load / store n elements at p: a full vector when n == L.
+template <typename T, typename V>
+NK_ALWAYS_INLINE V ld(const T* p, int64_t n) {
+  return n == V::size ? V::load(p) : load_part<T, V>(p, n);
+}
+template <typename T, typename V>
+NK_ALWAYS_INLINE void st(V v, T* p, int64_t n, bool stream) {
+  if (n == V::size) {
+    if (stream)
+      v.stream(p);
+    else
+      v.store(p);
+  } else {
+    store_part<T, V>(v, p, n);
+  }
+}
+
+// y = ((x − mean_hi) − mean_lo)·rstd·w + b over one row (norm_affine, in vector form);
+// streaming stores when kNT.
+template <typename T, typename C, bool kW, bool kB, bool kNT>
+NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMean<C> mean,
+                                    C rstd, const C* NK_RESTRICT w, const C* NK_RESTRICT b) {
+  using V = Vec<C>;
+  const V vm = V::set1(mean.hi), vl = V::set1(mean.lo), vr = V::set1(rstd);
+  for_each_vector<T, C>(H, y, kNT, [&](int64_t j, int64_t n, bool stream) {
+    V t = ((ld<T, V>(x + j, n) - vm) - vl) * vr;
+    if constexpr (kW && kB) {
+      t = V::fmadd(t, ld<C, V>(w + j, n), ld<C, V>(b + j, n));
+    } else if constexpr (kW) {
+      t = t * ld<C, V>(w + j, n);
+    } else if constexpr (kB) {
+      t = t + ld<C, V>(b + j, n);
+    }
+    st<T, V>(t, y + j, n, stream);
+  });
+}
+
+// s = (x + x_bias) + scale·r, rounded to T (the stored residual stream is what gets
+// normalized).
 template <typename T, typename C>
 void add_row(const T* x, const T* r, const C* NK_RESTRICT xb, C scale, T* s, int64_t H) {
   using V = Vec<C>;
-  constexpr int64_t L = V::size;
   const V vs = V::set1(scale);
-  int64_t j = 0;
-  for (; j + L <= H; j += L) {
-    V v = V::load(x + j);
-    if (xb) v = v + V::load(xb + j);
-    V::fmadd(vs, V::load(r + j), v).store(s + j);
-  }
-  for (; j < H; ++j) {
-    C v = C(to_compute(x[j]));
-    if (xb) v += xb[j];
-    s[j] = from_compute<T>(scale * C(to_compute(r[j])) + v);
-  }
+  for_each_vector<T, C>(H, s, false, [&](int64_t j, int64_t n, bool) {
+    V v = ld<T, V>(x + j, n);
+    if (xb) v = v + ld<C, V>(xb + j, n);
+    st<T, V>(V::fmadd(vs, ld<T, V>(r + j, n), v), s + j, n, false);
+  });
 }
 
 template <typename T, bool kRMS, bool kW, bool kB, bool kNT>
@@ -181,14 +247,18 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
         add_row<T, C>(xr, R + p.r_idx.offset(r), xb, scale, s, H);
         xr = s;
       }
-      C mean = C(0), var;
+      detail::SplitMean<C> mean{C(0), C(0)};
+      C var;
       if constexpr (kRMS) {
         var = rms_mean_sq<T, C>(xr, H);
       } else {
-        layer_stats<T, C>(xr, H, mean, var);
+        double mean_d, var_d;
+        layer_stats<T, C>(xr, H, mean_d, var_d);
+        mean = detail::split_mean<C>(mean_d);
+        var = C(var_d);
       }
       const C rstd = detail::inv_std<C>(var, eps);
-      if (mean_out) mean_out[r] = mean;
+      if (mean_out) mean_out[r] = mean.hi;
       if (rstd_out) rstd_out[r] = rstd;
       normalize_row<T, C, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean, rstd, w, b);
     }
@@ -221,9 +291,10 @@ void forward_typed(const RowNormProblem& p, const ForwardPrep& prep) {
 // Backward
 // ---------------------------------------------------------------------------------------
 
-// One row of the backward (math in row_norm_math.hpp: norm_dx). Pass 1 forms Σg and Σg·x̂
-// and adds this row's dy·x̂ and dy into the block's parameter partials; pass 2 writes dx
-// (+ ds), scale·dx, and adds dx into the x_bias partial.
+// One row of the backward (math in row_norm_math.hpp: norm_dx). Pass 1 forms, with
+// d = x − mean: Σd (the mean correction r, Note [Corrected two-pass]), Σg and Σg·d, from
+// which mean(g) and mean(g·x̂) = rstd·(Σg·d − r·Σg)/H. Pass 2 writes dx (+ ds) and
+// scale·dx, and adds dy·x̂, dy and dx into the block's parameter partials.
 template <typename T, bool kRMS, bool kW, bool kNT>
 NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, T* dr, int64_t H,
                                    compute_t<T> mean, compute_t<T> rstd,
@@ -232,76 +303,59 @@ NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, 
   using C = compute_t<T>;
   using V = Vec<C>;
   constexpr int64_t L = V::size;
-  const V vm = V::set1(mean), vr = V::set1(rstd);
-  V sg0 = V::zero(), sg1 = V::zero(), sx0 = V::zero(), sx1 = V::zero();
+  const V vm = V::set1(mean);
+  V sd0 = V::zero(), sd1 = V::zero(), sg0 = V::zero(), sg1 = V::zero();
+  V sx0 = V::zero(), sx1 = V::zero();
   int64_t j = 0;
   for (; j + 2 * L <= H; j += 2 * L) {
     const V d0 = V::load(dy + j), d1 = V::load(dy + j + L);
-    const V h0 = (V::load(x + j) - vm) * vr, h1 = (V::load(x + j + L) - vm) * vr;
-    const V g0 = kW ? d0 * V::load(w + j) : d0, g1 = kW ? d1 * V::load(w + j + L) : d1;
+    const V e0 = V::load(x + j) - vm, e1 = V::load(x + j + L) - vm;
+    V g0 = d0, g1 = d1;
+    if constexpr (kW) {
+      g0 = d0 * V::load(w + j);
+      g1 = d1 * V::load(w + j + L);
+    }
     if constexpr (!kRMS) {
+      sd0 = sd0 + e0;
+      sd1 = sd1 + e1;
       sg0 = sg0 + g0;
       sg1 = sg1 + g1;
     }
-    sx0 = V::fmadd(g0, h0, sx0);
-    sx1 = V::fmadd(g1, h1, sx1);
-    if (pdw) {
-      V::fmadd(d0, h0, V::load(pdw + j)).store(pdw + j);
-      V::fmadd(d1, h1, V::load(pdw + j + L)).store(pdw + j + L);
-    }
-    if (pdb) {
-      (V::load(pdb + j) + d0).store(pdb + j);
-      (V::load(pdb + j + L) + d1).store(pdb + j + L);
-    }
+    sx0 = V::fmadd(g0, e0, sx0);
+    sx1 = V::fmadd(g1, e1, sx1);
   }
-  C sg = (sg0 + sg1).sum(), sgx = (sx0 + sx1).sum();
+  C sd = (sd0 + sd1).sum(), sg = (sg0 + sg1).sum(), sgd = (sx0 + sx1).sum();
   for (; j < H; ++j) {
     const C d = C(to_compute(dy[j]));
-    const C h = (C(to_compute(x[j])) - mean) * rstd;
+    const C e = C(to_compute(x[j])) - mean;
     const C g = kW ? d * w[j] : d;
-    sg += g;
-    sgx += g * h;
-    if (pdw) pdw[j] += d * h;
-    if (pdb) pdb[j] += d;
+    if constexpr (!kRMS) {
+      sd += e;
+      sg += g;
+    }
+    sgd += g * e;
   }
   const C inv_h = C(1) / C(H);
+  const C corr = kRMS ? C(0) : sd * inv_h;  // r: the part of the mean the saved value lacks
   const C mean_g = kRMS ? C(0) : sg * inv_h;
-  const C mean_gx = sgx * inv_h;
+  const C mean_gx = rstd * (sgd - corr * sg) * inv_h;
 
+  const V vc = V::set1(corr), vr = V::set1(rstd);
   const V vmg = V::set1(mean_g), vmgx = V::set1(mean_gx), vs = V::set1(scale);
-  j = 0;
-  auto scalar = [&](int64_t k) {
-    const C d = C(to_compute(dy[k]));
-    const C h = (C(to_compute(x[k])) - mean) * rstd;
-    const C g = kW ? d * w[k] : d;
-    C v = detail::norm_dx<C>(rstd, g, mean_g, h, mean_gx);
-    if (ds) v += C(to_compute(ds[k]));
-    dx[k] = from_compute<T>(v);
-    if (dr) dr[k] = from_compute<T>(scale * v);
-    if (pdxb) pdxb[k] += v;
-  };
-  if constexpr (kNT) {
-    constexpr int A = stream_alignment<T>();
-    if constexpr (A > 0) {
-      while (j < H && reinterpret_cast<uintptr_t>(dx + j) % A != 0) scalar(j++);
-    }
-  }
-  for (; j + L <= H; j += L) {
-    const V d = V::load(dy + j);
-    const V h = (V::load(x + j) - vm) * vr;
-    const V g = kW ? d * V::load(w + j) : d;
-    // rstd·(g − mean_g − x̂·mean_gx)
+  for_each_vector<T, C>(H, dx, kNT, [&](int64_t k, int64_t n, bool stream) {
+    const V d = ld<T, V>(dy + k, n);
+    const V h = ((ld<T, V>(x + k, n) - vm) - vc) * vr;
+    V g = d;
+    if constexpr (kW) g = d * ld<C, V>(w + k, n);
+    // norm_dx in vector form: rstd·(g − mean_g − x̂·mean_gx)
     V v = vr * ((g - vmg) - h * vmgx);
-    if (ds) v = v + V::load(ds + j);
-    if constexpr (kNT) {
-      v.stream(dx + j);
-    } else {
-      v.store(dx + j);
-    }
-    if (dr) (vs * v).store(dr + j);
-    if (pdxb) (V::load(pdxb + j) + v).store(pdxb + j);
-  }
-  for (; j < H; ++j) scalar(j);
+    if (ds) v = v + ld<T, V>(ds + k, n);
+    st<T, V>(v, dx + k, n, stream);
+    if (dr) st<T, V>(vs * v, dr + k, n, false);
+    if (pdw) st<C, V>(V::fmadd(d, h, ld<C, V>(pdw + k, n)), pdw + k, n, false);
+    if (pdb) st<C, V>(ld<C, V>(pdb + k, n) + d, pdb + k, n, false);
+    if (pdxb) st<C, V>(ld<C, V>(pdxb + k, n) + v, pdxb + k, n, false);
+  });
 }
 
 template <typename T, bool kRMS, bool kW, bool kNT>

@@ -1,0 +1,90 @@
+// cuda/device.cu — device queries, error reporting and the device guard of the CUDA backend.
+#include <atomic>
+#include <string>
+
+#include "common.cuh"
+#include "common/backends.hpp"
+
+#ifndef NORMKIT_CUDA_ARCHS
+#define NORMKIT_CUDA_ARCHS ""
+#endif
+
+namespace normkit::detail::cuda {
+
+void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
+  std::string msg = "normkit: CUDA error ";
+  msg += cudaGetErrorName(err);
+  msg += " (";
+  msg += cudaGetErrorString(err);
+  msg += ") in ";
+  msg += call;
+  msg += " at ";
+  msg += file;
+  msg += ":";
+  msg += std::to_string(line);
+  throw Error(ErrorKind::Runtime, msg);
+}
+
+DeviceGuard::DeviceGuard(int device) {
+  int current = 0;
+  NK_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != device) {
+    NK_CUDA_CHECK(cudaSetDevice(device));
+    previous_ = current;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  // A destructor must not throw; restoring a device that was current before cannot fail
+  // for a reason the caller could act on.
+  if (previous_ >= 0) (void)cudaSetDevice(previous_);
+}
+
+int sm_count(int device) {
+  // Cached per device: the attribute query is a driver round trip on every launch otherwise.
+  // Races only make two threads store the same value.
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices] = {};
+  if (device >= 0 && device < kMaxDevices) {
+    const int cached = cache[device].load(std::memory_order_relaxed);
+    if (cached > 0) return cached;
+  }
+  int n = 0;
+  NK_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  if (n < 1) n = 1;
+  if (device >= 0 && device < kMaxDevices) cache[device].store(n, std::memory_order_relaxed);
+  return n;
+}
+
+int device_count() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver / no device: not an error for the caller
+    return 0;
+  }
+  return n;
+}
+
+std::string architectures() {
+  // CMake passes CMAKE_CUDA_ARCHITECTURES, e.g. "75-real;80-real;86-real;89-real;90"; report
+  // the SM numbers only ("75;80;86;89;90"), dropping the -real/-virtual suffixes.
+  const std::string raw = NORMKIT_CUDA_ARCHS;
+  std::string out;
+  size_t start = 0;
+  while (start <= raw.size()) {
+    size_t end = raw.find(';', start);
+    if (end == std::string::npos) end = raw.size();
+    std::string item = raw.substr(start, end - start);
+    const size_t dash = item.find('-');
+    if (dash != std::string::npos) item.resize(dash);
+    if (!item.empty()) {
+      if (!out.empty()) out += ';';
+      out += item;
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+}  // namespace normkit::detail::cuda

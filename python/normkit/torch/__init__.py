@@ -1,0 +1,19 @@
+"""normkit for torch: custom ops (``torch.ops.normkit.*``) with fake implementations and
+autograd through normkit's backward kernels, drop-in modules, and ``replace_norms``.
+
+Importing this package imports torch; ``import normkit`` alone does not.
+"""
+
+from normkit.torch import _ops
+from normkit.torch._ops import add_layer_norm, add_rms_norm, layer_norm, rms_norm
+from normkit.torch.modules import LayerNorm, RMSNorm, replace_norms
+
+__all__ = [
+    "LayerNorm",
+    "RMSNorm",
+    "replace_norms",
+    "layer_norm",
+    "rms_norm",
+    "add_layer_norm",
+    "add_rms_norm",
+]

@@ -1,0 +1,69 @@
+"""Drop-in torch modules for layer and RMS normalization, running normkit's kernels.
+
+``LayerNorm`` and ``RMSNorm`` subclass ``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm``: the same
+constructor, defaults, parameters, ``state_dict`` keys, ``reset_parameters`` and
+``extra_repr``, and ``isinstance(m, torch.nn.LayerNorm)`` stays true (code that picks norm
+parameters out for weight decay or initialization keeps working). Only ``forward`` differs:
+it calls the ``normkit`` custom ops, whose backward runs our kernels.
+
+Mixed precision as torch allows it: 16-bit input with float32 parameters gives a 16-bit
+output (SPEC §0).
+"""
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from normkit.torch import _ops
+
+__all__ = ["LayerNorm", "RMSNorm", "replace_norms"]
+
+
+def _check_trailing_shape(input: Tensor, normalized_shape: Tuple[int, ...]) -> None:
+    # Without weight and bias the core cannot know normalized_shape, only its length.
+    nd = len(normalized_shape)
+    if input.dim() < nd or tuple(input.shape[input.dim() - nd :]) != normalized_shape:
+        raise ValueError(
+            f"input: expected a tensor whose last {nd} dims are {list(normalized_shape)}, "
+            f"got shape {list(input.shape)}"
+        )
+
+
+class LayerNorm(torch.nn.LayerNorm):
+    """``torch.nn.LayerNorm`` computed by normkit (SPEC §1)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        _check_trailing_shape(input, self.normalized_shape)
+        return _ops.layer_norm(input, self.weight, self.bias, self.eps,
+                               len(self.normalized_shape))
+
+
+class RMSNorm(torch.nn.RMSNorm):
+    """``torch.nn.RMSNorm`` computed by normkit (SPEC §2). ``eps=None`` means
+    ``torch.finfo(input.dtype).eps`` at call time, as in torch."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_trailing_shape(x, self.normalized_shape)
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        return _ops.rms_norm(x, self.weight, None, eps, 0.0, len(self.normalized_shape))
+
+
+_REPLACEMENTS = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}
+
+
+def replace_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Makes every ``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm`` in ``model`` (``model``
+    itself included) run normkit, in place, and returns ``model``.
+
+    The swap changes each module's class to our subclass and nothing else: the module object,
+    its Parameter objects (device, dtype, optimizer state keyed on them), buffers, hooks and
+    training flag are all kept, and a norm shared by several parents is swapped once for all.
+    Only modules whose type is exactly torch's class are swapped: a user subclass may have
+    its own ``forward``, which we must not bypass.
+    """
+    for module in model.modules():
+        replacement = _REPLACEMENTS.get(type(module))
+        if replacement is not None:
+            module.__class__ = replacement
+    return model

@@ -1,0 +1,696 @@
+"""Float64 NumPy reference for the row norms (SPEC.md §1–3) and what the tests share.
+
+Sections:
+  1. dtypes and the one tolerance table every test uses;
+  2. the reference math, written straight from SPEC.md (forward with statistics, closed-form
+     backward) — float64 in, float64 out;
+  3. central finite differences (to check the reference backward, and the kernels in float64);
+  4. the row-norm ops, defined once: how the reference and normkit are called for each of
+     layer_norm, rms_norm, add_layer_norm, add_rms_norm, forward and backward;
+  5. arrays: building NumPy / torch inputs of a dtype in a memory layout (strided, misaligned,
+     transposed, ...), NaN-filled output buffers, conversion back to float64.
+
+This module never imports normkit: the kernel-calling helpers take the module as an argument.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# 1. dtypes and tolerances
+# ---------------------------------------------------------------------------------------------
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+HALF_DTYPES = ("float16", "bfloat16")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+NP_DTYPES = {
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+    "float16": np.dtype(np.float16),
+    "bfloat16": BF16,
+}
+
+
+def compute_dtype(dtype: str) -> str:
+    """16-bit data accumulates in float32, float32 in float32, float64 in float64 (SPEC §0)."""
+    return "float64" if dtype == "float64" else "float32"
+
+
+stat_dtype = compute_dtype  # saved mean / rstd / rrms: float32, float64 for float64 x
+
+
+@dataclass(frozen=True)
+class Tol:
+    atol: float
+    rtol: float
+
+
+# A kernel result is compared with the float64 reference evaluated on the *same* inputs (16-bit
+# inputs are rounded first, and the reference sees the rounded values), so the only error left
+# is the kernel's own arithmetic plus the rounding of its output:
+#   float64: a few ulp of float64 (plus reduction error, see `scale` in assert_close);
+#   float32: ~100 ulp of float32, room for reductions over 65536 elements;
+#   float16 / bfloat16: one ulp of the output (rounding costs half an ulp, float32 compute a
+#   little more), and an absolute floor of about one ulp at 1.0 for values near zero.
+TOLERANCE = {
+    "float64": Tol(atol=1e-12, rtol=1e-12),
+    "float32": Tol(atol=1e-5, rtol=1e-5),
+    "float16": Tol(atol=2.0**-10, rtol=2.0**-10),
+    "bfloat16": Tol(atol=2.0**-7, rtol=2.0**-7),
+}
+
+# Unit roundoff of each dtype (half its machine epsilon).
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+# A reduction in working precision (blocked sums over up to 65536 terms, Chan merges) may
+# lose this many units of roundoff of the magnitude of its terms; see assert_close(scale=).
+REDUCTION_GROWTH = 64
+
+
+def round_to(a, dtype: str) -> np.ndarray:
+    """float64 array holding the values of `a` rounded to `dtype` (round to nearest even)."""
+    a = np.asarray(a, dtype=np.float64)
+    if dtype == "float64":
+        return a.copy()
+    return a.astype(NP_DTYPES[dtype]).astype(np.float64)
+
+
+def assert_close(actual, expected, dtype: str, what: str = "", *, scale=None, compute=None):
+    """Assert |actual − expected| ≤ atol + rtol·|expected| (+ the reduction term) elementwise.
+
+    `dtype` picks the TOLERANCE row (the dtype the kernel wrote). `scale`, when given, is the
+    magnitude of the terms each element was reduced or cancelled from (e.g. Σ|dy·x̂| for
+    dweight, or |x|·rstd for y of an input with a large mean): it adds
+    REDUCTION_GROWTH·u·scale, u the unit roundoff of `compute` (default: compute_dtype(dtype)).
+    NaN must match NaN and ±Inf must match exactly.
+    """
+    a = to_f64(actual)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != expected {e.shape}"
+    tol = TOLERANCE[dtype]
+    bound = tol.atol + tol.rtol * np.abs(e)
+    if scale is not None:
+        u = UNIT_ROUNDOFF[compute or compute_dtype(dtype)]
+        bound = bound + REDUCTION_GROWTH * u * np.abs(np.asarray(scale, dtype=np.float64))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(a - e)
+        ok = (err <= bound) | (np.isnan(a) & np.isnan(e)) | (a == e)
+    if not ok.all():
+        bad = np.argwhere(~ok)
+        i = tuple(bad[0])
+        with np.errstate(invalid="ignore"):
+            worst = np.nanmax(np.where(ok, 0.0, err / np.maximum(bound, 1e-300)))
+        raise AssertionError(
+            f"{what} ({dtype}): {len(bad)} of {a.size} elements out of tolerance "
+            f"(atol={tol.atol:g}, rtol={tol.rtol:g}); first at {i}: got {a[i]!r}, expected "
+            f"{e[i]!r}, |err|={err[i]:.3g} > bound {np.broadcast_to(bound, e.shape)[i]:.3g}; "
+            f"worst err/bound = {worst:.3g}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. the reference math (float64), SPEC.md §1–3
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_axes(x: np.ndarray, nd: int):
+    return tuple(range(x.ndim - nd, x.ndim))
+
+
+def _per_row(stat: np.ndarray, nd: int) -> np.ndarray:
+    """A [*lead] statistic broadcast against [*lead, *normalized]."""
+    stat = np.asarray(stat, dtype=np.float64)
+    return stat.reshape(stat.shape + (1,) * nd)
+
+
+def _sum_rows(t: np.ndarray, nd: int, param_shape) -> np.ndarray:
+    """Σ over rows: [*lead, *normalized] -> param_shape."""
+    norm = t.shape[t.ndim - nd :]
+    return t.reshape((-1,) + norm).sum(axis=0).reshape(param_shape)
+
+
+def layer_norm_forward(x, weight=None, bias=None, eps=1e-5, nd=1):
+    """SPEC §1: μ, σ² (biased), rstd = 1/sqrt(σ²+eps), x̂ = (x−μ)·rstd, y = x̂·γ + β.
+
+    Returns (y, mean, rstd); mean and rstd have shape x.shape[:-nd]."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = _row_axes(x, nd)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        mean = x.mean(axis=ax, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=ax, keepdims=True)
+        rstd = 1.0 / np.sqrt(var + eps)
+        y = (x - mean) * rstd
+        if weight is not None:
+            y = y * np.asarray(weight, dtype=np.float64).reshape(x.shape[x.ndim - nd :])
+        if bias is not None:
+            y = y + np.asarray(bias, dtype=np.float64).reshape(x.shape[x.ndim - nd :])
+    lead = x.shape[: x.ndim - nd]
+    return y, mean.reshape(lead), rstd.reshape(lead)
+
+
+def layer_norm_backward(dy, x, mean, rstd, weight=None, need_dbias=False):
+    """SPEC §1: g = dy·γ; dx = rstd·(g − mean(g) − x̂·mean(g·x̂));
+    dγ = Σ_rows dy·x̂; dβ = Σ_rows dy.
+
+    The row dims are x.ndim − mean.ndim. Returns (dx, dweight or None, dbias or None)."""
+    x = np.asarray(x, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    nd = x.ndim - np.ndim(mean)
+    ax = _row_axes(x, nd)
+    norm = x.shape[x.ndim - nd :]
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = _per_row(rstd, nd)
+        xhat = (x - _per_row(mean, nd)) * r
+        g = dy if weight is None else dy * np.asarray(weight, dtype=np.float64).reshape(norm)
+        dx = r * (
+            g - g.mean(axis=ax, keepdims=True) - xhat * (g * xhat).mean(axis=ax, keepdims=True)
+        )
+        dweight = None if weight is None else _sum_rows(dy * xhat, nd, np.shape(weight))
+        dbias = _sum_rows(dy, nd, norm) if need_dbias else None
+    return dx, dweight, dbias
+
+
+def rms_norm_forward(x, weight=None, eps=1e-6, weight_offset=0.0, bias=None, nd=1):
+    """SPEC §2: rrms = 1/sqrt(mean(x²)+eps), x̂ = x·rrms, y = x̂·(γ+offset) (+ β).
+
+    Without a weight there is no scale (the offset needs a weight). Returns (y, rrms)."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = _row_axes(x, nd)
+    norm = x.shape[x.ndim - nd :]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        rrms = 1.0 / np.sqrt((x * x).mean(axis=ax, keepdims=True) + eps)
+        y = x * rrms
+        if weight is not None:
+            y = y * (np.asarray(weight, dtype=np.float64).reshape(norm) + weight_offset)
+        if bias is not None:
+            y = y + np.asarray(bias, dtype=np.float64).reshape(norm)
+    return y, rrms.reshape(x.shape[: x.ndim - nd])
+
+
+def rms_norm_backward(dy, x, rrms, weight=None, need_dbias=False, weight_offset=0.0):
+    """SPEC §2: g = dy·(γ+offset); dx = rrms·(g − x̂·mean(g·x̂));
+    dγ = Σ_rows dy·x̂; dβ = Σ_rows dy."""
+    x = np.asarray(x, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    nd = x.ndim - np.ndim(rrms)
+    ax = _row_axes(x, nd)
+    norm = x.shape[x.ndim - nd :]
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = _per_row(rrms, nd)
+        xhat = x * r
+        g = (
+            dy
+            if weight is None
+            else dy * (np.asarray(weight, dtype=np.float64).reshape(norm) + weight_offset)
+        )
+        dx = r * (g - xhat * (g * xhat).mean(axis=ax, keepdims=True))
+        dweight = None if weight is None else _sum_rows(dy * xhat, nd, np.shape(weight))
+        dbias = _sum_rows(dy, nd, norm) if need_dbias else None
+    return dx, dweight, dbias
+
+
+def fused_residual(x, residual, residual_scale=1.0, x_bias=None, dtype="float64"):
+    """SPEC §3: s = x + x_bias + residual_scale·residual, rounded to x's dtype."""
+    x = np.asarray(x, dtype=np.float64)
+    s = x + residual_scale * np.asarray(residual, dtype=np.float64)
+    if x_bias is not None:
+        s = s + np.asarray(x_bias, dtype=np.float64).reshape(x.shape[x.ndim - np.ndim(x_bias) :])
+    return round_to(s, dtype)
+
+
+def add_norm_backward_from(dx_norm, residual_scale=1.0, ds=None, x_bias=None):
+    """SPEC §3 backward, given dL/ds through the norm: dx = dL/ds (+ ds), dresidual =
+    residual_scale·dx, dx_bias = Σ_rows dx (when the forward had an x_bias)."""
+    dx = dx_norm if ds is None else dx_norm + np.asarray(ds, dtype=np.float64)
+    dres = residual_scale * dx
+    dxb = None
+    if x_bias is not None:
+        nd = np.ndim(x_bias)
+        dxb = _sum_rows(dx, nd, np.shape(x_bias))
+    return dx, dres, dxb
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. finite differences
+# ---------------------------------------------------------------------------------------------
+
+
+def numerical_grad(loss, arrays: dict, wrt: str, h: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar `loss(**arrays)` w.r.t. arrays[wrt] (float64).
+
+    Error O(h²·f''') + O(u·|loss|/h): about 1e-8 relative for well-scaled inputs."""
+    base = {k: (None if v is None else np.array(v, dtype=np.float64)) for k, v in arrays.items()}
+    target = base[wrt]
+    grad = np.zeros_like(target)
+    flat = target.reshape(-1)
+    gflat = grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + h
+        fp = loss(**base)
+        flat[i] = old - h
+        fm = loss(**base)
+        flat[i] = old
+        gflat[i] = (fp - fm) / (2.0 * h)
+    return grad
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. the ops, defined once
+# ---------------------------------------------------------------------------------------------
+#
+# A case is a dict of float64 NumPy arrays (already rounded to the dtype they will be stored
+# in) under the names  x, residual, weight, bias, x_bias, dy, ds  (absent: None), and the
+# scalars  eps, weight_offset, residual_scale, normalized_shape (None: let the op infer it),
+# nd (the number of normalized dims).
+
+
+@dataclass(frozen=True)
+class RowOp:
+    name: str  # normkit's function name
+    kind: str  # "layer" or "rms"
+    fused: bool  # residual add in front of the norm
+    eps: float  # the functional API's default eps
+
+    @property
+    def stats(self):
+        return ("mean", "rstd") if self.kind == "layer" else ("rrms",)
+
+    def __str__(self):
+        return self.name
+
+
+OPS = {
+    "layer_norm": RowOp("layer_norm", "layer", False, 1e-5),
+    "rms_norm": RowOp("rms_norm", "rms", False, 1e-6),
+    "add_layer_norm": RowOp("add_layer_norm", "layer", True, 1e-5),
+    "add_rms_norm": RowOp("add_rms_norm", "rms", True, 1e-6),
+}
+OP_NAMES = tuple(OPS)
+
+
+def reference_norm(op: RowOp, case: dict, xin) -> dict:
+    """The norm part of op on input `xin` (x, or s for the fused ops): y and statistics."""
+    nd = case["nd"]
+    if op.kind == "layer":
+        y, mean, rstd = layer_norm_forward(xin, case["weight"], case["bias"], case["eps"], nd)
+        return {"y": y, "mean": mean, "rstd": rstd}
+    y, rrms = rms_norm_forward(
+        xin, case["weight"], case["eps"], case["weight_offset"], case["bias"], nd
+    )
+    return {"y": y, "rrms": rrms}
+
+
+def reference_forward(op: RowOp, case: dict, dtype: str) -> dict:
+    """Reference outputs of op: y, the statistics, and s for the fused ops (rounded to dtype)."""
+    if not op.fused:
+        return reference_norm(op, case, case["x"])
+    s = fused_residual(case["x"], case["residual"], case["residual_scale"], case["x_bias"], dtype)
+    out = reference_norm(op, case, s)
+    out["s"] = s
+    return out
+
+
+def reference_backward(op: RowOp, case: dict, xin, stats: dict) -> dict:
+    """Reference gradients of op given the saved input (x, or s) and statistics.
+
+    Returns dx, dweight, dbias (None when the parameter is absent) and, for the fused ops,
+    dresidual and dx_bias."""
+    need_db = case["bias"] is not None
+    if op.kind == "layer":
+        dx, dw, db = layer_norm_backward(
+            case["dy"], xin, stats["mean"], stats["rstd"], case["weight"], need_db
+        )
+    else:
+        dx, dw, db = rms_norm_backward(
+            case["dy"], xin, stats["rrms"], case["weight"], need_db, case["weight_offset"]
+        )
+    out = {"dx": dx, "dweight": dw, "dbias": db}
+    if op.fused:
+        dx, dres, dxb = add_norm_backward_from(
+            dx, case["residual_scale"], case["ds"], case["x_bias"]
+        )
+        out.update(dx=dx, dresidual=dres, dx_bias=dxb)
+    return out
+
+
+def reference_loss(op: RowOp, case: dict, **arrays) -> float:
+    """L = Σ y·dy (+ Σ s·ds for the fused ops), with `arrays` replacing entries of case."""
+    c = dict(case, **arrays)
+    out = reference_forward(op, c, "float64")
+    loss = float(np.sum(out["y"] * c["dy"]))
+    if op.fused and c["ds"] is not None:
+        loss += float(np.sum(out["s"] * c["ds"]))
+    return loss
+
+
+def grad_inputs(op: RowOp, case: dict):
+    """The inputs op differentiates with respect to, and the name of each gradient."""
+    names = [("x", "dx")]
+    if op.fused:
+        names.append(("residual", "dresidual"))
+    for p, g in (("weight", "dweight"), ("bias", "dbias"), ("x_bias", "dx_bias")):
+        if case.get(p) is not None:
+            names.append((p, g))
+    return names
+
+
+def _kw(case: dict, arrays: dict, names):
+    return {k: arrays[k] for k in names if arrays.get(k) is not None}
+
+
+def _shape_kw(case: dict):
+    ns = case.get("normalized_shape")
+    return {} if ns is None else {"normalized_shape": ns}
+
+
+def kernel_forward(nk, op: RowOp, case: dict, arrays: dict) -> dict:
+    """Call normkit's <op>_forward on library arrays; returns a dict like reference_forward."""
+    kw = _kw(case, arrays, ("weight", "bias"))
+    kw.update(_shape_kw(case), eps=case["eps"])
+    if op.kind == "rms" and case["weight_offset"] != 0.0:
+        kw["weight_offset"] = case["weight_offset"]
+    if op.fused:
+        kw.update(_kw(case, arrays, ("x_bias",)))
+        if case["residual_scale"] != 1.0:
+            kw["residual_scale"] = case["residual_scale"]
+        res = getattr(nk, op.name + "_forward")(arrays["x"], arrays["residual"], **kw)
+        names = ("y", "s") + op.stats
+    else:
+        res = getattr(nk, op.name + "_forward")(arrays["x"], **kw)
+        names = ("y",) + op.stats
+    assert isinstance(res, tuple) and len(res) == len(names), f"{op}_forward returned {type(res)}"
+    return dict(zip(names, res))
+
+
+def kernel_call(
+    nk, op: RowOp, case: dict, arrays: dict, *, out=None, residual_out=None, return_residual=False
+):
+    """Call the plain normkit.<op> (y only, or (y, s) with return_residual)."""
+    kw = _kw(case, arrays, ("weight", "bias"))
+    kw.update(_shape_kw(case), eps=case["eps"])
+    if out is not None:
+        kw["out"] = out
+    if op.kind == "rms" and case["weight_offset"] != 0.0:
+        kw["weight_offset"] = case["weight_offset"]
+    if op.fused:
+        kw.update(_kw(case, arrays, ("x_bias",)))
+        if case["residual_scale"] != 1.0:
+            kw["residual_scale"] = case["residual_scale"]
+        if residual_out is not None:
+            kw["residual_out"] = residual_out
+        if return_residual:
+            kw["return_residual"] = True
+        return getattr(nk, op.name)(arrays["x"], arrays["residual"], **kw)
+    return getattr(nk, op.name)(arrays["x"], **kw)
+
+
+def kernel_backward(nk, op: RowOp, case: dict, arrays: dict, saved: dict) -> dict:
+    """Call normkit's <op>_backward. `saved` holds the forward's x or s and its statistics
+    (library arrays); `arrays` holds dy, ds and the parameters."""
+    fn = getattr(nk, op.name + "_backward")
+    w, b = arrays.get("weight"), arrays.get("bias")
+    if op.kind == "layer":
+        args = (arrays["dy"], saved["s" if op.fused else "x"], saved["mean"], saved["rstd"])
+        kw = {"weight": w, "bias": b}
+    else:
+        args = (arrays["dy"], saved["s" if op.fused else "x"], saved["rrms"])
+        kw = {"weight": w, "bias": b}
+        if case["weight_offset"] != 0.0:
+            kw["weight_offset"] = case["weight_offset"]
+    if op.fused:
+        if case["residual_scale"] != 1.0:
+            kw["residual_scale"] = case["residual_scale"]
+        if arrays.get("ds") is not None:
+            kw["ds"] = arrays["ds"]
+        if arrays.get("x_bias") is not None:
+            kw["x_bias"] = arrays["x_bias"]
+        res = fn(*args, **kw)
+        names = ("dx", "dresidual", "dweight", "dbias", "dx_bias")
+    else:
+        res = fn(*args, **kw)
+        names = ("dx", "dweight", "dbias")
+    assert isinstance(res, tuple) and len(res) == len(names), f"{op}_backward returned {type(res)}"
+    return dict(zip(names, res))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Which optional features a case uses."""
+
+    weight: bool = True
+    bias: bool = True
+    mixed: bool = False  # float32 weight / bias / x_bias with 16-bit x
+    weight_offset: float = 0.0  # RMS only
+    residual_scale: float = 1.0  # fused only
+    x_bias: bool = False  # fused only
+    ds: bool = False  # fused only: an incoming gradient on s
+    normalized_shape: object = None  # passed explicitly when not None
+
+    def label(self):
+        parts = ["w" if self.weight else "", "b" if self.bias else ""]
+        parts = ["".join(parts) or "noaffine"]
+        if self.mixed:
+            parts.append("mixed")
+        if self.weight_offset:
+            parts.append(f"off{self.weight_offset:g}")
+        if self.residual_scale != 1.0:
+            parts.append(f"rs{self.residual_scale:g}")
+        if self.x_bias:
+            parts.append("xb")
+        if self.ds:
+            parts.append("ds")
+        return "-".join(parts)
+
+
+def config_variants(op: RowOp, dtype: str):
+    """A small set of Configs that together use every feature of op at least once."""
+    rms, fused, half = op.kind == "rms", op.fused, dtype in HALF_DTYPES
+    v = [
+        Config(
+            True,
+            True,
+            mixed=half,
+            weight_offset=1.0 if rms else 0.0,
+            residual_scale=2.0 if fused else 1.0,
+            x_bias=fused,
+            ds=fused,
+        ),
+        Config(False, False),
+        Config(True, False, residual_scale=0.5 if fused else 1.0, ds=fused),
+        Config(False, True, mixed=half, x_bias=fused),
+    ]
+    return v
+
+
+def param_dtype(dtype: str, cfg: Config) -> str:
+    return "float32" if (cfg.mixed and dtype in HALF_DTYPES) else dtype
+
+
+def make_case(
+    op: RowOp, shape, nd: int, dtype: str, cfg: Config, seed=0, *, x_mean=0.25, x_std=1.0
+) -> dict:
+    """Random inputs for op, float64 values already rounded to their storage dtype.
+
+    x ~ x_mean + x_std·N(0,1); residual, dy, ds ~ N(0,1); weight ~ 1 + 0.5·N(0,1) (N(0,0.5)
+    with weight_offset=1, the zero-centred form); bias, x_bias ~ 0.5·N(0,1)."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape)
+    norm = shape[len(shape) - nd :]
+    pdt = param_dtype(dtype, cfg)
+    big = lambda: rng.standard_normal(shape)  # noqa: E731
+    case = {
+        "x": round_to(x_mean + x_std * rng.standard_normal(shape), dtype),
+        "residual": round_to(big(), dtype) if op.fused else None,
+        "weight": None,
+        "bias": None,
+        "x_bias": None,
+        "dy": round_to(big(), dtype),
+        "ds": round_to(big(), dtype) if (op.fused and cfg.ds) else None,
+        "eps": op.eps,
+        "weight_offset": cfg.weight_offset if op.kind == "rms" else 0.0,
+        "residual_scale": cfg.residual_scale if op.fused else 1.0,
+        "normalized_shape": cfg.normalized_shape,
+        "nd": nd,
+        "dtype": dtype,
+        "param_dtype": pdt,
+    }
+    if case["normalized_shape"] is None and nd != 1 and not cfg.weight:
+        case["normalized_shape"] = norm  # without a weight the op would normalize the last dim
+    if cfg.weight:
+        w = 0.5 * rng.standard_normal(norm) + (0.0 if case["weight_offset"] else 1.0)
+        case["weight"] = round_to(w, pdt)
+    if cfg.bias:
+        case["bias"] = round_to(0.5 * rng.standard_normal(norm), pdt)
+    if cfg.x_bias and op.fused:
+        case["x_bias"] = round_to(0.5 * rng.standard_normal(norm), pdt)
+    return case
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. arrays: NumPy / torch, layouts, conversions
+# ---------------------------------------------------------------------------------------------
+
+LAYOUTS = (
+    "contiguous",
+    "row_stride",  # every leading dim has step 2 (x[::2])
+    "padded_rows",  # rows contiguous, row stride H + 5, start misaligned by 3 elements
+    "transposed_lead",  # leading dims swapped (strides not in decreasing order)
+    "misaligned",  # flat[1 : 1 + n].reshape(shape): the data pointer is off by one element
+    "negative_stride",  # x[::-1] over reversed data (NumPy only; torch: row_stride)
+    "trailing_noncontig",  # the normalized dims are not contiguous: the library copies x once
+)
+
+
+def is_torch(a) -> bool:
+    return type(a).__module__.startswith("torch")
+
+
+def dtype_of(a) -> str:
+    """normkit dtype name of a NumPy array or torch tensor."""
+    if is_torch(a):
+        return str(a.dtype).replace("torch.", "")
+    dt = np.asarray(a).dtype
+    return "bfloat16" if dt == BF16 else dt.name
+
+
+def to_f64(a) -> np.ndarray:
+    """A float64 NumPy copy of a NumPy array, torch tensor (any device) or DLPack array."""
+    if is_torch(a):
+        import torch
+
+        return a.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return np.array(a, dtype=np.float64)
+
+
+class Lib:
+    """Builds arrays of one array library (NumPy, or torch on `device`) from float64 values."""
+
+    def __init__(self, name: str = "numpy", device: str = "cpu"):
+        assert name in ("numpy", "torch")
+        assert name == "torch" or device == "cpu"
+        self.name, self.device = name, device
+
+    def __repr__(self):
+        return f"Lib({self.name}, {self.device})"
+
+    # -- basic constructors --------------------------------------------------------------
+    def torch_dtype(self, dtype: str):
+        import torch
+
+        return getattr(torch, dtype)
+
+    def asarray(self, a64, dtype: str):
+        """Contiguous array of dtype holding the float64 values a64 (exact if representable)."""
+        a64 = np.ascontiguousarray(a64, dtype=np.float64)
+        if self.name == "numpy":
+            return a64.astype(NP_DTYPES[dtype])
+        import torch
+
+        return torch.from_numpy(a64).to(dtype=self.torch_dtype(dtype), device=self.device)
+
+    def full(self, shape, value, dtype: str):
+        if self.name == "numpy":
+            return np.full(shape, value, dtype=NP_DTYPES[dtype])
+        import torch
+
+        return torch.full(tuple(shape), value, dtype=self.torch_dtype(dtype), device=self.device)
+
+    def is_array(self, a) -> bool:
+        if self.name == "numpy":
+            return isinstance(a, np.ndarray)
+        import torch
+
+        return isinstance(a, torch.Tensor) and a.device.type == self.device.split(":")[0]
+
+    def shares_memory(self, a, b) -> bool:
+        if self.name == "numpy":
+            return np.shares_memory(a, b)
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+    def _set(self, view, a64, dtype):
+        if self.name == "numpy":
+            view[...] = a64.astype(NP_DTYPES[dtype])
+        else:
+            view.copy_(self.asarray(a64, dtype))
+
+    # -- layouts -----------------------------------------------------------------------
+    def layout(self, a64, dtype: str, layout: str, nd: int, *, fill=float("nan")):
+        """An array of dtype with values a64 whose memory follows `layout`. Memory that is not
+        part of the view is filled with `fill` (NaN: reading it would show)."""
+        a64 = np.asarray(a64, dtype=np.float64)
+        shape = a64.shape
+        lead, norm = shape[: len(shape) - nd], shape[len(shape) - nd :]
+        if layout == "negative_stride" and self.name == "torch":
+            layout = "row_stride"
+        if layout == "transposed_lead" and len(lead) < 2:
+            layout = "row_stride"
+        if layout in ("row_stride", "negative_stride") and len(lead) == 0:
+            layout = "misaligned"
+        if layout == "contiguous":
+            return self.asarray(a64, dtype)
+        if layout == "row_stride":
+            buf = self.full(tuple(2 * d for d in lead) + norm, fill, dtype)
+            view = buf[(slice(None, None, 2),) * len(lead)]
+            self._set(view, a64, dtype)
+            return view
+        if layout == "negative_stride":
+            buf = self.asarray(a64[::-1], dtype)
+            return buf[::-1]
+        if layout == "padded_rows":
+            H = int(np.prod(norm))
+            rows = int(np.prod(lead)) if lead else 1
+            buf = self.full((rows, H + 5), fill, dtype)
+            view = buf[:, 3 : 3 + H]
+            view = view.reshape(shape) if self.name == "numpy" else view.view(shape)
+            self._set(view, a64, dtype)
+            return view
+        if layout == "transposed_lead":
+            perm = (1, 0) + tuple(range(2, len(shape)))
+            buf = self.asarray(np.transpose(a64, perm), dtype)
+            return buf.transpose(perm) if self.name == "numpy" else buf.permute(perm)
+        if layout == "misaligned":
+            n = a64.size
+            flat = self.full((n + 1,), fill, dtype)
+            view = flat[1 : 1 + n].reshape(shape)
+            self._set(view, a64, dtype)
+            return view
+        if layout == "trailing_noncontig":
+            buf = self.full(shape[:-1] + (2 * shape[-1],), fill, dtype)
+            view = buf[..., ::2]
+            self._set(view, a64, dtype)
+            return view
+        raise ValueError(layout)
+
+    def nan_out(self, shape, dtype: str, nd: int):
+        """A NaN-filled output view with padding around every row (row stride H + 5, start off
+        by 3 elements) and its buffer; see padding_intact."""
+        shape = tuple(shape)
+        lead, norm = shape[: len(shape) - nd], shape[len(shape) - nd :]
+        H = int(np.prod(norm))
+        rows = int(np.prod(lead)) if lead else 1
+        buf = self.full((rows, H + 5), float("nan"), dtype)
+        view = buf[:, 3 : 3 + H]
+        view = view.reshape(shape) if self.name == "numpy" else view.view(shape)
+        return view, buf
+
+    @staticmethod
+    def padding_intact(buf, view) -> bool:
+        """True when every element of buf outside view is still NaN (and view is all written,
+        i.e. holds no NaN — callers check that separately when NaN is a legal value)."""
+        b = to_f64(buf)
+        return int(np.isnan(b).sum()) == b.size - int(np.prod(view.shape))
+
+
+def ids(values, name=""):
+    """pytest ids such as 'H17'."""
+    return [f"{name}{v}" for v in values]
+
+
+def row_count(shape, nd):
+    return int(math.prod(shape[: len(shape) - nd]))

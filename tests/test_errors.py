@@ -1,0 +1,410 @@
+"""Bad input raises ValueError / TypeError whose message names the argument (SPEC §0)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import normkit as nk
+from reference import BF16
+
+pytestmark = pytest.mark.any_isa  # validation happens before any kernel runs
+
+F32 = np.float32
+RNG = np.random.default_rng(0)
+
+
+def _a(shape, dtype=F32):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+X = _a((4, 8))
+W = _a((8,))
+DY = _a((4, 8))
+MEAN = np.zeros(4, F32)
+RSTD = np.ones(4, F32)
+
+
+def _readonly(a):
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+BAD_EPS = [-1e-5, float("nan"), float("inf"), -float("inf")]
+
+# (id, callable, exception type(s), regex the message must contain)
+CASES = [
+    # ---- shapes ------------------------------------------------------------------------
+    ("ln-weight-shape", lambda: nk.layer_norm(X, weight=_a((7,))), ValueError, "weight"),
+    (
+        "ln-weight-too-many-dims",
+        lambda: nk.layer_norm(X, weight=_a((2, 4, 8))),
+        ValueError,
+        "weight",
+    ),
+    ("ln-bias-shape", lambda: nk.layer_norm(X, weight=W, bias=_a((9,))), ValueError, "bias"),
+    ("ln-bias-shape-no-weight", lambda: nk.layer_norm(X, bias=_a((9,))), ValueError, "bias"),
+    ("rms-weight-shape", lambda: nk.rms_norm(X, weight=_a((4,))), ValueError, "weight"),
+    ("rms-bias-shape", lambda: nk.rms_norm(X, weight=W, bias=_a((3,))), ValueError, "bias"),
+    ("add-ln-residual-shape", lambda: nk.add_layer_norm(X, _a((4, 7))), ValueError, "residual"),
+    ("add-ln-residual-rows", lambda: nk.add_layer_norm(X, _a((5, 8))), ValueError, "residual"),
+    ("add-rms-residual-shape", lambda: nk.add_rms_norm(X, _a((8,))), ValueError, "residual"),
+    ("add-ln-x_bias-shape", lambda: nk.add_layer_norm(X, X, x_bias=_a((7,))), ValueError, "x_bias"),
+    (
+        "add-rms-x_bias-shape",
+        lambda: nk.add_rms_norm(X, X, x_bias=_a((4, 8))),
+        ValueError,
+        "x_bias",
+    ),
+    ("ln-x-0d", lambda: nk.layer_norm(np.ones((), F32)), ValueError, "x|normalized_shape"),
+    ("ln-x-numpy-scalar", lambda: nk.layer_norm(np.float32(1.0)), (TypeError, ValueError), "x"),
+    # ---- normalized_shape ----------------------------------------------------------------
+    (
+        "ns-mismatch",
+        lambda: nk.layer_norm(X, normalized_shape=(7,)),
+        ValueError,
+        "normalized_shape",
+    ),
+    ("ns-int-mismatch", lambda: nk.rms_norm(X, normalized_shape=5), ValueError, "normalized_shape"),
+    (
+        "ns-too-long",
+        lambda: nk.layer_norm(X, normalized_shape=(2, 4, 8)),
+        ValueError,
+        "normalized_shape",
+    ),
+    (
+        "ns-inner-mismatch",
+        lambda: nk.layer_norm(_a((2, 3, 8)), normalized_shape=(4, 8)),
+        ValueError,
+        "normalized_shape",
+    ),
+    ("ns-empty", lambda: nk.layer_norm(X, normalized_shape=()), ValueError, "normalized_shape"),
+    (
+        "ns-vs-weight",
+        lambda: nk.layer_norm(_a((2, 4, 8)), weight=W, normalized_shape=(4, 8)),
+        ValueError,
+        "normalized_shape|weight",
+    ),
+    (
+        "ns-add",
+        lambda: nk.add_rms_norm(X, X, normalized_shape=(3,)),
+        ValueError,
+        "normalized_shape",
+    ),
+    # ---- dtypes --------------------------------------------------------------------------
+    ("x-int32", lambda: nk.layer_norm(X.astype(np.int32)), TypeError, "x"),
+    ("x-int64-rms", lambda: nk.rms_norm(X.astype(np.int64)), TypeError, "x"),
+    ("x-complex", lambda: nk.layer_norm(X.astype(np.complex64)), TypeError, "x"),
+    ("x-bool", lambda: nk.rms_norm(X > 0), TypeError, "x"),
+    ("x-object", lambda: nk.layer_norm(object()), TypeError, "x"),
+    ("weight-int32", lambda: nk.layer_norm(X, weight=W.astype(np.int32)), TypeError, "weight"),
+    (
+        "weight-f16-for-f32-x",
+        lambda: nk.layer_norm(X, weight=W.astype(np.float16)),
+        (TypeError, ValueError),
+        "weight",
+    ),
+    (
+        "weight-f64-for-f32-x",
+        lambda: nk.rms_norm(X, weight=W.astype(np.float64)),
+        (TypeError, ValueError),
+        "weight",
+    ),
+    (
+        "weight-bf16-for-f16-x",
+        lambda: nk.layer_norm(X.astype(np.float16), weight=W.astype(BF16)),
+        (TypeError, ValueError),
+        "weight",
+    ),
+    (
+        "bias-f64-for-f32-x",
+        lambda: nk.layer_norm(X, bias=W.astype(np.float64)),
+        (TypeError, ValueError),
+        "bias",
+    ),
+    (
+        "residual-dtype",
+        lambda: nk.add_layer_norm(X, X.astype(np.float64)),
+        (TypeError, ValueError),
+        "residual",
+    ),
+    (
+        "residual-int",
+        lambda: nk.add_rms_norm(X, X.astype(np.int32)),
+        (TypeError, ValueError),
+        "residual",
+    ),
+    (
+        "x_bias-dtype",
+        lambda: nk.add_layer_norm(X, X, x_bias=W.astype(np.float16)),
+        (TypeError, ValueError),
+        "x_bias",
+    ),
+    # ---- scalars -------------------------------------------------------------------------
+    *[(f"ln-eps-{e}", (lambda e=e: nk.layer_norm(X, eps=e)), ValueError, "eps") for e in BAD_EPS],
+    *[(f"rms-eps-{e}", (lambda e=e: nk.rms_norm(X, eps=e)), ValueError, "eps") for e in BAD_EPS],
+    *[
+        (f"add-ln-eps-{e}", (lambda e=e: nk.add_layer_norm(X, X, eps=e)), ValueError, "eps")
+        for e in BAD_EPS[:2]
+    ],
+    *[
+        (f"add-rms-eps-{e}", (lambda e=e: nk.add_rms_norm(X, X, eps=e)), ValueError, "eps")
+        for e in BAD_EPS[1:3]
+    ],
+    *[
+        (f"fwd-eps-{e}", (lambda e=e: nk.layer_norm_forward(X, eps=e)), ValueError, "eps")
+        for e in BAD_EPS[:2]
+    ],
+    *[
+        (
+            f"add-ln-scale-{v}",
+            (lambda v=v: nk.add_layer_norm(X, X, residual_scale=v)),
+            ValueError,
+            "residual_scale",
+        )
+        for v in (float("nan"), float("inf"))
+    ],
+    *[
+        (
+            f"add-rms-scale-{v}",
+            (lambda v=v: nk.add_rms_norm_forward(X, X, residual_scale=v)),
+            ValueError,
+            "residual_scale",
+        )
+        for v in (float("nan"), -float("inf"))
+    ],
+    (
+        "rms-offset-without-weight",
+        lambda: nk.rms_norm(X, weight_offset=1.0),
+        ValueError,
+        "weight_offset",
+    ),
+    # ---- out= / residual_out= ---------------------------------------------------------------
+    ("out-readonly", lambda: nk.layer_norm(X, out=_readonly(X)), ValueError, "out"),
+    ("out-readonly-rms", lambda: nk.rms_norm(X, out=_readonly(X)), ValueError, "out"),
+    ("out-shape", lambda: nk.layer_norm(X, out=np.empty((4, 9), F32)), ValueError, "out"),
+    ("out-shape-rows", lambda: nk.rms_norm(X, out=np.empty((3, 8), F32)), ValueError, "out"),
+    (
+        "out-dtype",
+        lambda: nk.layer_norm(X, out=np.empty((4, 8), np.float64)),
+        (TypeError, ValueError),
+        "out",
+    ),
+    (
+        "out-dtype-bf16",
+        lambda: nk.rms_norm(X, out=np.empty((4, 8), BF16)),
+        (TypeError, ValueError),
+        "out",
+    ),
+    (
+        "out-rows-not-contiguous",
+        lambda: nk.layer_norm(X, out=np.empty((4, 16), F32)[:, ::2]),
+        ValueError,
+        "out",
+    ),
+    ("out-add", lambda: nk.add_layer_norm(X, X, out=_readonly(X)), ValueError, "out"),
+    (
+        "residual_out-readonly",
+        lambda: nk.add_layer_norm(X, X, residual_out=_readonly(X)),
+        ValueError,
+        "residual_out",
+    ),
+    (
+        "residual_out-shape",
+        lambda: nk.add_rms_norm(X, X, residual_out=np.empty((4, 7), F32), return_residual=True),
+        ValueError,
+        "residual_out",
+    ),
+    (
+        "residual_out-dtype",
+        lambda: nk.add_rms_norm_forward(X, X, residual_out=np.empty((4, 8), np.float16)),
+        (TypeError, ValueError),
+        "residual_out",
+    ),
+    # ---- backward --------------------------------------------------------------------------
+    (
+        "ln-bwd-mean-rows",
+        lambda: nk.layer_norm_backward(DY, X, np.zeros(5, F32), RSTD),
+        ValueError,
+        "mean",
+    ),
+    (
+        "ln-bwd-rstd-rows",
+        lambda: nk.layer_norm_backward(DY, X, MEAN, np.ones(3, F32)),
+        ValueError,
+        "rstd",
+    ),
+    (
+        "ln-bwd-mean-dtype",
+        lambda: nk.layer_norm_backward(DY, X, MEAN.astype(np.float64), RSTD),
+        (TypeError, ValueError),
+        "mean",
+    ),
+    (
+        "ln-bwd-rstd-dtype",
+        lambda: nk.layer_norm_backward(DY, X, MEAN, RSTD.astype(np.float16)),
+        (TypeError, ValueError),
+        "rstd",
+    ),
+    (
+        "ln-bwd-mean-too-many-dims",
+        lambda: nk.layer_norm_backward(DY, X, np.zeros((4, 8, 1), F32), RSTD),
+        ValueError,
+        "mean|rstd",
+    ),
+    (
+        "ln-bwd-mean-same-ndim",
+        lambda: nk.layer_norm_backward(DY, X, np.zeros((4, 8), F32), np.ones((4, 8), F32)),
+        ValueError,
+        "mean|rstd",
+    ),
+    (
+        "ln-bwd-dy-shape",
+        lambda: nk.layer_norm_backward(_a((4, 7)), X, MEAN, RSTD),
+        ValueError,
+        "dy",
+    ),
+    (
+        "ln-bwd-dy-dtype",
+        lambda: nk.layer_norm_backward(DY.astype(np.float64), X, MEAN, RSTD),
+        (TypeError, ValueError),
+        "dy",
+    ),
+    (
+        "ln-bwd-weight-shape",
+        lambda: nk.layer_norm_backward(DY, X, MEAN, RSTD, weight=_a((7,))),
+        ValueError,
+        "weight",
+    ),
+    (
+        "ln-bwd-x-int",
+        lambda: nk.layer_norm_backward(DY, X.astype(np.int32), MEAN, RSTD),
+        TypeError,
+        "x",
+    ),
+    ("rms-bwd-rrms-rows", lambda: nk.rms_norm_backward(DY, X, np.ones(6, F32)), ValueError, "rrms"),
+    (
+        "rms-bwd-rrms-dtype",
+        lambda: nk.rms_norm_backward(DY, X, np.ones(4, np.float64)),
+        (TypeError, ValueError),
+        "rrms",
+    ),
+    (
+        "rms-bwd-weight-shape",
+        lambda: nk.rms_norm_backward(DY, X, RSTD, weight=_a((9,))),
+        ValueError,
+        "weight",
+    ),
+    (
+        "rms-bwd-offset-without-weight",
+        lambda: nk.rms_norm_backward(DY, X, RSTD, weight_offset=1.0),
+        ValueError,
+        "weight_offset",
+    ),
+    (
+        "add-ln-bwd-ds-shape",
+        lambda: nk.add_layer_norm_backward(DY, X, MEAN, RSTD, ds=_a((4, 9))),
+        ValueError,
+        "ds",
+    ),
+    (
+        "add-ln-bwd-ds-dtype",
+        lambda: nk.add_layer_norm_backward(DY, X, MEAN, RSTD, ds=DY.astype(np.float16)),
+        (TypeError, ValueError),
+        "ds",
+    ),
+    (
+        "add-rms-bwd-ds-shape",
+        lambda: nk.add_rms_norm_backward(DY, X, RSTD, ds=_a((3, 8))),
+        ValueError,
+        "ds",
+    ),
+    (
+        "add-ln-bwd-x_bias-shape",
+        lambda: nk.add_layer_norm_backward(DY, X, MEAN, RSTD, x_bias=_a((5,))),
+        ValueError,
+        "x_bias",
+    ),
+    (
+        "add-rms-bwd-scale",
+        lambda: nk.add_rms_norm_backward(DY, X, RSTD, residual_scale=float("nan")),
+        ValueError,
+        "residual_scale",
+    ),
+    (
+        "add-rms-bwd-rrms",
+        lambda: nk.add_rms_norm_backward(DY, X, np.ones((4, 1), F32)),
+        ValueError,
+        "rrms",
+    ),
+]
+
+
+@pytest.mark.parametrize("fn,exc,match", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_names_the_argument(fn, exc, match):
+    with pytest.raises(exc, match=match):
+        fn()
+
+
+def test_bad_input_is_not_a_crash_for_every_error_class():
+    """The exception types are plain ValueError/TypeError (subclasses allowed)."""
+    with pytest.raises(ValueError) as e:
+        nk.layer_norm(X, weight=_a((7,)))
+    assert isinstance(e.value, ValueError)
+    assert (
+        "weight" in str(e.value) and len(str(e.value)) > len("weight") + 10
+    ), "say what was expected"
+
+
+def test_read_only_inputs_are_fine():
+    """Only outputs must be writable: read-only x, weight, bias, residual work."""
+    x, w, r = _readonly(X), _readonly(W), _readonly(X)
+    y = nk.layer_norm(x, weight=w, bias=w)
+    y2 = nk.layer_norm(X, weight=W, bias=W)
+    np.testing.assert_array_equal(y, y2)
+    nk.add_rms_norm(x, r, weight=w)
+    nk.layer_norm_backward(_readonly(DY), x, _readonly(MEAN), _readonly(RSTD), weight=w)
+
+
+def test_set_cpu_isa_rejects_unknown_and_unrunnable():
+    before = nk.cpu_isa()
+    try:
+        with pytest.raises(ValueError, match="bogus"):
+            nk.set_cpu_isa("bogus")
+        not_here = [
+            i for i in ("scalar", "avx2", "avx512", "neon") if i not in nk.available_cpu_isas()
+        ]
+        for isa in not_here:
+            with pytest.raises(ValueError, match=isa):
+                nk.set_cpu_isa(isa)
+    finally:
+        nk.set_cpu_isa(before)
+    assert nk.cpu_isa() == before
+
+
+def test_failed_call_leaves_out_untouched():
+    """Validation happens before any memory is touched: out keeps its contents."""
+    out = np.full((4, 8), 7.0, F32)
+    with pytest.raises(ValueError):
+        nk.add_layer_norm(X, _a((4, 7)), out=out)
+    np.testing.assert_array_equal(out, 7.0)
+
+
+def test_mixed_devices():
+    torch = pytest.importorskip("torch")
+    if not (torch.cuda.is_available() and nk.cuda_available()):
+        pytest.skip("needs CUDA")
+    x = torch.randn(4, 8, device="cuda")
+    with pytest.raises(ValueError, match="weight"):
+        nk.layer_norm(x, weight=torch.ones(8))
+    with pytest.raises(ValueError, match="residual"):
+        nk.add_layer_norm(x, torch.randn(4, 8))
+    with pytest.raises(ValueError, match="weight"):
+        nk.layer_norm(torch.randn(4, 8), weight=torch.ones(8, device="cuda"))
+    with pytest.raises(ValueError, match="weight"):
+        nk.layer_norm(X, weight=torch.ones(8, device="cuda"))
+    with pytest.raises(ValueError, match="out"):
+        nk.rms_norm(x, out=torch.empty(4, 8))
+    with pytest.raises(ValueError, match="mean|rstd"):
+        nk.layer_norm_backward(x, x, torch.zeros(4), torch.ones(4, device="cuda"))
