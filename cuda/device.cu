@@ -67,13 +67,13 @@ int device_count() {
 }
 
 std::string architectures() {
-  // CMake passes CMAKE_CUDA_ARCHITECTURES, e.g. "75-real;80-real;86-real;89-real;90"; report
+  // CMake passes CMAKE_CUDA_ARCHITECTURES comma-separated, e.g. "75-real,80-real,...,90"; report
   // the SM numbers only ("75;80;86;89;90"), dropping the -real/-virtual suffixes.
   const std::string raw = NORMKIT_CUDA_ARCHS;
   std::string out;
   size_t start = 0;
   while (start <= raw.size()) {
-    size_t end = raw.find(';', start);
+    size_t end = raw.find(',', start);
     if (end == std::string::npos) end = raw.size();
     std::string item = raw.substr(start, end - start);
     const size_t dash = item.find('-');

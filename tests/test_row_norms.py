@@ -68,6 +68,10 @@ def _grad_scales(op: RowOp, case: dict, xin, stats: dict, dx_ref):
     xhat = (x - (np.asarray(stats["mean"]).reshape(r.shape) if op.kind == "layer" else 0.0)) * r
     dy = case["dy"]
     w = 1.0 if case["weight"] is None else case["weight"].reshape(norm) + case["weight_offset"]
+    # x̂ is formed from x and μ: its error scales with (|x| + |μ|)·rstd, not |x̂| (a large
+    # mean costs digits even in the float64 reference), as for y (_y_scale).
+    if op.kind == "layer":
+        xhat = (np.abs(x) + np.abs(np.asarray(stats["mean"]).reshape(r.shape))) * r
     g = np.abs(dy * w)
     dx_scale = r * (
         g
@@ -159,7 +163,10 @@ def check_case(
     else:
         saved["x"] = arrays["x"]
     bw = kernel_backward(nk, op, case, arrays, saved)
-    stats64 = {k: to_f64(fw[k]) for k in op.stats}
+    # The gradient of the exact function: the reference's float64 statistics, not the
+    # kernel's saved float32 ones (the kernel recovers the part of the mean that float32
+    # cannot hold from the data — Note [Corrected two-pass]).
+    stats64 = {k: np.asarray(ref[k], np.float64) for k in op.stats}
     rb = reference_backward(op, case, xin, stats64)
     scales = _grad_scales(op, case, xin, stats64, rb.get("dx_bias"))
     for name, want in rb.items():
