@@ -1,0 +1,303 @@
+// Layer norm, RMS norm and the fused residual add (SPEC §1–3) against the float64
+// reference: every dtype × every ISA this CPU runs × odd hidden sizes × strided, padded
+// and misaligned layouts × the optional features, forward and backward.
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "nk_test.hpp"
+#include "normkit/normkit.hpp"
+#include "reference.hpp"
+#include "row_norm_case.hpp"
+
+namespace {
+
+using namespace nk_case;
+using normkit::DType;
+using normkit::NormKind;
+
+// Odd sizes and vector width ± 1 for every width in use (4, 8, 16 floats; 8, 16, 32 halves).
+const std::vector<int64_t> kHs = {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 4097};
+
+// The variants each (kind, dtype, H) is run in; together they cover every optional input
+// and output, padded and multi-dim leading dims, misaligned starts, and both workspace modes.
+std::vector<Case> variants(NormKind kind, DType dt, int64_t H) {
+  const bool low = dt == DType::Float16 || dt == DType::BFloat16;
+  const DType mixed = low ? DType::Float32 : dt;
+  std::vector<Case> v;
+  Case base;
+  base.kind = kind;
+  base.dt = dt;
+  base.pdt = mixed;
+  base.row = {H};
+  base.eps = kind == NormKind::Layer ? 1e-5 : 1e-6;
+
+  Case a = base;  // plain, affine, contiguous
+  a.lead = {5};
+  v.push_back(a);
+
+  Case b = base;  // no affine, padded rows, misaligned, caller's workspace
+  b.lead = {3};
+  b.weight = b.bias = false;
+  b.pad = 3;
+  b.misalign = 1;
+  b.user_workspace = true;
+  v.push_back(b);
+
+  Case c = base;  // fused add with everything, two padded lead dims, DeepNet-style scale
+  c.lead = {2, 3};
+  c.pad = 2;
+  c.misalign = 1;
+  c.fused = c.x_bias = c.store_s = c.ds = true;
+  c.residual_scale = 2.0;
+  v.push_back(c);
+
+  Case d = base;  // fused add without s; RMS zero-centred weight; layer bias only; no stats
+  d.lead = {4};
+  d.fused = true;
+  d.stats = false;
+  if (kind == NormKind::RMS) {
+    d.bias = false;
+    d.weight_offset = 1.0;
+  } else {
+    d.weight = false;
+  }
+  d.user_workspace = true;
+  v.push_back(d);
+
+  if (low) {  // parameters in the activation dtype (not mixed)
+    Case e = base;
+    e.pdt = dt;
+    e.lead = {3};
+    e.fused = e.x_bias = e.store_s = true;
+    v.push_back(e);
+  }
+  return v;
+}
+
+void sweep(DType dt) {
+  RuntimeGuard guard;
+  uint64_t seed = 1000 + uint64_t(dt);
+  for (const std::string& isa : normkit::available_cpu_isas()) {
+    normkit::set_cpu_isa(isa);
+    for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+      for (int64_t H : kHs)
+        for (const Case& c : variants(kind, dt, H)) {
+          Run run;
+          run_case(c, ++seed, run);
+          check_run(c, run);
+        }
+  }
+}
+
+}  // namespace
+
+NK_TEST(row_norm, float32) { sweep(DType::Float32); }
+NK_TEST(row_norm, float64) { sweep(DType::Float64); }
+NK_TEST(row_norm, float16) { sweep(DType::Float16); }
+NK_TEST(row_norm, bfloat16) { sweep(DType::BFloat16); }
+
+// Rows longer than any cache-sized chunk, and the single-row / many-tiny-rows extremes.
+NK_TEST(row_norm, extreme_shapes) {
+  RuntimeGuard guard;
+  uint64_t seed = 77;
+  for (const std::string& isa : normkit::available_cpu_isas()) {
+    normkit::set_cpu_isa(isa);
+    for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
+      for (NormKind kind : {NormKind::Layer, NormKind::RMS}) {
+        Case c;
+        c.kind = kind;
+        c.dt = dt;
+        c.pdt = (dt == DType::Float64) ? dt : DType::Float32;
+        c.lead = {2};
+        c.row = {65536};
+        c.fused = c.store_s = true;
+        Run r1;
+        run_case(c, ++seed, r1);
+        check_run(c, r1);
+
+        Case one = c;  // a single row with no leading dims at all
+        one.lead = {};
+        one.row = {33};
+        Run r2;
+        run_case(one, ++seed, r2);
+        check_run(one, r2);
+
+        Case tiny = c;  // many rows of H = 1 and H = 3
+        tiny.fused = tiny.store_s = false;
+        tiny.lead = {1000};
+        for (int64_t H : {1, 3}) {
+          tiny.row = {H};
+          Run r3;
+          run_case(tiny, ++seed, r3);
+          check_run(tiny, r3);
+        }
+      }
+  }
+}
+
+// normalized_ndim = 2: the row is [4, 25] and the parameters are shaped [4, 25].
+NK_TEST(row_norm, two_normalized_dims) {
+  RuntimeGuard guard;
+  uint64_t seed = 500;
+  for (const std::string& isa : normkit::available_cpu_isas()) {
+    normkit::set_cpu_isa(isa);
+    for (DType dt : {DType::Float32, DType::BFloat16})
+      for (NormKind kind : {NormKind::Layer, NormKind::RMS}) {
+        Case c;
+        c.kind = kind;
+        c.dt = dt;
+        c.lead = {3, 2};
+        c.row = {4, 25};
+        c.pad = 5;
+        c.fused = c.x_bias = c.store_s = c.ds = true;
+        Run run;
+        run_case(c, ++seed, run);
+        check_run(c, run);
+      }
+  }
+}
+
+// y written over x, and s over the residual (exact aliasing is allowed).
+NK_TEST(row_norm, in_place) {
+  RuntimeGuard guard;
+  uint64_t seed = 900;
+  for (const std::string& isa : normkit::available_cpu_isas()) {
+    normkit::set_cpu_isa(isa);
+    for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
+      for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+        for (bool fused : {false, true}) {
+          Case c;
+          c.kind = kind;
+          c.dt = dt;
+          c.pdt = (dt == DType::Float64) ? dt : DType::Float32;
+          c.lead = {3};
+          c.row = {67};
+          c.pad = 1;
+          c.in_place = true;
+          c.fused = c.store_s = fused;
+          Run run;
+          run_case(c, ++seed, run);
+          check_run(c, run);
+        }
+  }
+}
+
+// Zero rows: nothing to do, nothing written, no error.
+NK_TEST(row_norm, zero_rows) {
+  for (DType dt : {DType::Float32, DType::BFloat16}) {
+    Case c;
+    c.dt = dt;
+    c.lead = {0};
+    c.row = {8};
+    c.fused = c.x_bias = c.store_s = c.ds = true;
+    Run run;
+    run_case(c, 1, run);
+    check_run(c, run);
+  }
+}
+
+// SPEC §0: x = 1e4 + N(0, 1) in float32 must give the float64 answer to 1e-4 relative
+// (here: max |y − y64| ≤ 1e-4·max |y64|). E[x²] − E[x]² in float32 gets garbage here, and
+// even a plain (x − mean)·rstd with a float32 mean is off by up to its half-ulp, 4.9e-4.
+NK_TEST(row_norm, large_mean_float32) {
+  RuntimeGuard guard;
+  for (const std::string& isa : normkit::available_cpu_isas()) {
+    normkit::set_cpu_isa(isa);
+    for (int64_t H : {17, 1000, 4097}) {
+      Case c;
+      c.dt = DType::Float32;
+      c.lead = {4};
+      c.row = {H};
+      c.weight = c.bias = false;
+      c.backward = false;
+      c.x_mean = 1e4;
+      Run run;
+      run_case(c, uint64_t(H), run);
+      RefForward rf;
+      rf.rows = c.rows();
+      rf.H = H;
+      rf.eps = c.eps;
+      rf.x = &run.vx;
+      const RefForwardOut fo = ref_forward(rf);
+      const std::vector<double> y = run.y.values();
+      double worst = 0, scale = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        worst = std::max(worst, std::fabs(y[i] - fo.y[i]));
+        scale = std::max(scale, std::fabs(fo.y[i]));
+      }
+      NK_CHECK(worst <= 1e-4 * scale) << "max |y - y_ref| = " << worst << " > 1e-4 * "
+                                      << scale << " [" << c.describe() << "]";
+      // And the statistics: the saved float32 mean within an ulp of 1e4 (9.8e-4).
+      const std::vector<double> rstd = run.rstd.values(), mean = run.mean.values();
+      for (size_t r = 0; r < rstd.size(); ++r) {
+        NK_CHECK(std::fabs(mean[r] - fo.mean[r]) <= 9.8e-4)
+            << "mean row " << r << ": " << mean[r] << " vs " << fo.mean[r] << " ["
+            << c.describe() << "]";
+        NK_CHECK(std::fabs(rstd[r] - fo.rstd[r]) <= 1e-5 * fo.rstd[r])
+            << "rstd row " << r << ": " << rstd[r] << " vs " << fo.rstd[r] << " ["
+            << c.describe() << "]";
+      }
+    }
+  }
+}
+
+// NaN and Inf in x are data: they make their own row NaN and leave the other rows alone.
+NK_TEST(row_norm, nan_propagates_within_its_row) {
+  RuntimeGuard guard;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const std::string& isa : normkit::available_cpu_isas()) {
+    normkit::set_cpu_isa(isa);
+    for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
+      for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+        for (int64_t H : {5, 33, 1000}) {
+          Layout L;
+          L.lead = {4};
+          L.row = {H};
+          HostArray x(dt, L), y(dt, L);
+          Rng rng(uint64_t(H) * 7 + uint64_t(dt));
+          std::vector<double> vx = x.fill([&](int64_t r, int64_t j) {
+            if (r == 1 && j == H / 2) return nan;
+            if (r == 2 && j == H - 1) return inf;
+            return rng.normal();
+          });
+          normkit::RowNormForwardArgs f;
+          f.kind = kind;
+          f.eps = 1e-5;
+          f.x = x.ptr();
+          f.y = y.ptr();
+          normkit::row_norm_forward(f);
+          RefForward rf;
+          rf.kind = kind;
+          rf.rows = 4;
+          rf.H = H;
+          rf.eps = 1e-5;
+          rf.x = &vx;
+          const RefForwardOut fo = ref_forward(rf);
+          const std::vector<double> vy = y.values();
+          const std::string desc = std::string(normkit::dtype_name(dt)) + " H=" +
+                                   std::to_string(H) + " isa=" + isa +
+                                   (kind == NormKind::RMS ? " rms" : " layer");
+          for (int64_t r : {1, 2}) {
+            int64_t not_nan = 0;
+            for (int64_t j = 0; j < H; ++j) not_nan += std::isnan(vy[size_t(r * H + j)]) ? 0 : 1;
+            // An Inf in an RMS row gives mean(x²) = Inf, rrms = 0: x̂ = Inf·0 = NaN at that
+            // element and 0 elsewhere, as IEEE arithmetic says (checked with the reference
+            // below); a layer-norm row goes all NaN (mean = Inf).
+            if (kind == NormKind::Layer || r == 1) {
+              NK_CHECK(not_nan == 0) << "row " << r << ": " << not_nan << " non-NaN outputs ["
+                                     << desc << "]";
+            }
+          }
+          // Rows 0 and 3 are unaffected (and the RMS row with an Inf is IEEE's answer).
+          for (int64_t r : {0, 2, 3}) {
+            if (r == 2 && kind == NormKind::Layer) continue;
+            std::vector<double> got(vy.begin() + r * H, vy.begin() + (r + 1) * H);
+            std::vector<double> ref(fo.y.begin() + r * H, fo.y.begin() + (r + 1) * H);
+            NK_CHECK_CLOSE("y", got, ref, tol_for(dt), desc + " row " + std::to_string(r));
+          }
+        }
+  }
+}
