@@ -67,7 +67,7 @@ def _torch_needs_autograd(*arrays) -> bool:
         return True
     if not torch.is_grad_enabled():
         return False
-    return any(a is not None and a.requires_grad for a in arrays)
+    return any(getattr(a, "requires_grad", False) for a in arrays)
 
 
 def _detach(a):
