@@ -112,9 +112,9 @@ def _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset, residu
 def layer_norm(x, weight=None, bias=None, eps=1e-5, *, normalized_shape=None, out=None):
     """Layer normalization (SPEC §1) over the trailing dims ``weight.shape`` covers, or the
     last dim without weight, or ``normalized_shape``. Returns ``y`` (or writes ``out``)."""
-    if type(x) is np.ndarray and normalized_shape is None and out is None and x.flags.c_contiguous:
+    if type(x) is np.ndarray and normalized_shape is None and x.flags.c_contiguous:
         # The fast path: a contiguous NumPy array (the per-call overhead benchmark).
-        y = np.empty(x.shape, x.dtype)
+        y = np.empty(x.shape, x.dtype) if out is None else out
         try:
             _core.row_norm_forward(_LAYER, 1 if weight is None else weight.ndim, eps, 0.0, 1.0,
                                    x, None, None, weight, bias, y, None, None, None, 0)
@@ -195,8 +195,8 @@ def rms_norm(x, weight=None, eps=1e-6, weight_offset=0.0, *, bias=None, normaliz
              out=None):
     """RMS normalization (SPEC §2): ``y = x·rrms·(weight + weight_offset) (+ bias)``;
     ``weight_offset=1`` is the zero-centred (Gemma) form."""
-    if type(x) is np.ndarray and normalized_shape is None and out is None and x.flags.c_contiguous:
-        y = np.empty(x.shape, x.dtype)
+    if type(x) is np.ndarray and normalized_shape is None and x.flags.c_contiguous:
+        y = np.empty(x.shape, x.dtype) if out is None else out
         try:
             _core.row_norm_forward(_RMS, 1 if weight is None else weight.ndim, eps,
                                    weight_offset, 1.0, x, None, None, weight, bias, y, None,

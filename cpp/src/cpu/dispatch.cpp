@@ -115,18 +115,22 @@ int threads_for(int64_t elements, int64_t max_tasks) {
   return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(get_num_threads()), want, max_tasks})));
 }
 
-template <typename C>
-C load_as(const void* p, DType dt, int64_t j) {
-  switch (dt) {
-    case DType::Float32: return C(static_cast<const float*>(p)[j]);
-    case DType::Float64: return C(static_cast<const double*>(p)[j]);
-    case DType::Float16: return C(half_to_float(static_cast<const half_t*>(p)[j]));
-    case DType::BFloat16: return C(bf16_to_float(static_cast<const bfloat16_t*>(p)[j]));
-  }
-  return C(0);
+DType compute_dtype(DType x) { return x == DType::Float64 ? DType::Float64 : DType::Float32; }
+
+template <typename C, typename S>
+void convert_add(const S* src, C* dst, int64_t H, C offset) {
+  for (int64_t j = 0; j < H; ++j) dst[j] = C(to_compute(src[j])) + offset;
 }
 
-DType compute_dtype(DType x) { return x == DType::Float64 ? DType::Float64 : DType::Float32; }
+template <typename C>
+void convert_to(const void* p, DType dt, C* out, int64_t H, C offset) {
+  switch (dt) {  // one switch per call, not per element
+    case DType::Float32: return convert_add(static_cast<const float*>(p), out, H, offset);
+    case DType::Float64: return convert_add(static_cast<const double*>(p), out, H, offset);
+    case DType::Float16: return convert_add(static_cast<const half_t*>(p), out, H, offset);
+    case DType::BFloat16: return convert_add(static_cast<const bfloat16_t*>(p), out, H, offset);
+  }
+}
 
 // Returns p itself when it already is a compute-type array with nothing to add; otherwise
 // converts (and adds `offset`) into `buf`.
@@ -136,14 +140,10 @@ const void* as_compute(const void* p, DType dt, DType x_dtype, int64_t H, double
   const DType cd = compute_dtype(x_dtype);
   if (dt == cd && offset == 0.0) return p;
   buf.resize(size_t(H) * size_t(dtype_size(cd)));
-  if (cd == DType::Float64) {
-    double* out = reinterpret_cast<double*>(buf.data());
-    for (int64_t j = 0; j < H; ++j) out[j] = load_as<double>(p, dt, j) + offset;
-  } else {
-    float* out = reinterpret_cast<float*>(buf.data());
-    const float off = float(offset);
-    for (int64_t j = 0; j < H; ++j) out[j] = load_as<float>(p, dt, j) + off;
-  }
+  if (cd == DType::Float64)
+    convert_to<double>(p, dt, reinterpret_cast<double*>(buf.data()), H, offset);
+  else
+    convert_to<float>(p, dt, reinterpret_cast<float*>(buf.data()), H, float(offset));
   return buf.data();
 }
 

@@ -188,12 +188,23 @@ NK_ALWAYS_INLINE void st(V v, T* p, int64_t n, bool stream) {
 
 // y = ((x − mean_hi) − mean_lo)·rstd·w + b over one row (norm_affine, in vector form);
 // streaming stores when kNT.
+// Note [Prefetch the next row]: a row is read from memory once (pass 1) and then worked
+// on in cache (pass 2, the normalize pass); without help the memory system idles during
+// those passes. The last pass over row r therefore prefetches row r+1, one touch per
+// vector, so the next pass 1 finds it in cache.
+template <typename T>
+NK_ALWAYS_INLINE void prefetch(const T* p) {
+  if (p != nullptr) __builtin_prefetch(static_cast<const void*>(p), 0, 3);
+}
+
 template <typename T, typename C, bool kW, bool kB, bool kNT>
 NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMean<C> mean,
-                                    C rstd, const C* NK_RESTRICT w, const C* NK_RESTRICT b) {
+                                    C rstd, const C* NK_RESTRICT w, const C* NK_RESTRICT b,
+                                    const T* next_x) {
   using V = Vec<C>;
   const V vm = V::set1(mean.hi), vl = V::set1(mean.lo), vr = V::set1(rstd);
   for_each_vector<T, C>(H, y, kNT, [&](int64_t j, int64_t n, bool stream) {
+    prefetch(next_x ? next_x + j : nullptr);
     V t = ((ld<T, V>(x + j, n) - vm) - vl) * vr;
     if constexpr (kW && kB) {
       t = V::fmadd(t, ld<C, V>(w + j, n), ld<C, V>(b + j, n));
@@ -242,6 +253,9 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < p.rows; ++r) {
       const T* xr = X + p.x_idx.offset(r);
+      // Note [Prefetch the next row]: the input that pass 1 of row r+1 reads first.
+      const T* next = r + 1 < p.rows ? (R ? R + p.r_idx.offset(r + 1) : X + p.x_idx.offset(r + 1))
+                                     : nullptr;
       if (R) {
         T* s = S ? S + p.s_idx.offset(r) : scratch.get();
         add_row<T, C>(xr, R + p.r_idx.offset(r), xb, scale, s, H);
@@ -260,7 +274,7 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
       const C rstd = detail::inv_std<C>(var, eps);
       if (mean_out) mean_out[r] = mean.hi;
       if (rstd_out) rstd_out[r] = rstd;
-      normalize_row<T, C, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean, rstd, w, b);
+      normalize_row<T, C, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean, rstd, w, b, next);
     }
     if constexpr (kNT) stream_fence();
   }
@@ -299,7 +313,8 @@ template <typename T, bool kRMS, bool kW, bool kNT>
 NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, T* dr, int64_t H,
                                    compute_t<T> mean, compute_t<T> rstd,
                                    const compute_t<T>* NK_RESTRICT w, compute_t<T>* pdw,
-                                   compute_t<T>* pdb, compute_t<T>* pdxb, compute_t<T> scale) {
+                                   compute_t<T>* pdb, compute_t<T>* pdxb, compute_t<T> scale,
+                                   const T* next_dy, const T* next_x) {
   using C = compute_t<T>;
   using V = Vec<C>;
   constexpr int64_t L = V::size;
@@ -343,6 +358,8 @@ NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, 
   const V vc = V::set1(corr), vr = V::set1(rstd);
   const V vmg = V::set1(mean_g), vmgx = V::set1(mean_gx), vs = V::set1(scale);
   for_each_vector<T, C>(H, dx, kNT, [&](int64_t k, int64_t n, bool stream) {
+    prefetch(next_dy ? next_dy + k : nullptr);  // Note [Prefetch the next row]
+    prefetch(next_x ? next_x + k : nullptr);
     const V d = ld<T, V>(dy + k, n);
     const V h = ((ld<T, V>(x + k, n) - vm) - vc) * vr;
     V g = d;
@@ -388,7 +405,9 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
       backward_row<T, kRMS, kW, kNT>(DY + p.dy_idx.offset(r), X + p.x_idx.offset(r),
                                      DS ? DS + p.ds_idx.offset(r) : nullptr,
                                      DX + p.dx_idx.offset(r), DR ? DR + p.dr_idx.offset(r) : nullptr,
-                                     H, kRMS ? C(0) : mean[r], rstd[r], w, pdw, pdb, pdxb, scale);
+                                     H, kRMS ? C(0) : mean[r], rstd[r], w, pdw, pdb, pdxb, scale,
+                                     r + 1 < r1 ? DY + p.dy_idx.offset(r + 1) : nullptr,
+                                     r + 1 < r1 ? X + p.x_idx.offset(r + 1) : nullptr);
     }
   }
   if constexpr (kNT) stream_fence();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import os
 import sys
 import time
@@ -52,18 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma list of {', '.join(C.OPS)}")
     p.add_argument("--dtypes", type=_csv, default=list(C.DTYPES), help="comma list: fp32,bf16")
     p.add_argument("--shapes", type=_parse_shapes, default=None,
-                   help="comma list of NxH (default: all six; --quick: three)")
+                   help="comma list of NxH (default: all six; --quick: 4096x4096,1x4096)")
     p.add_argument("--passes", type=_csv, default=list(C.PASSES), help="comma list: fwd,fwd+bwd")
     p.add_argument("--modes", type=_csv, default=None,
                    help="comma list: fresh (allocate outputs each call), out (preallocated "
                    "out=, forward only); default both, --quick: fresh")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: torch CUDA tensors for both libraries, CUDA-event timing")
     p.add_argument("--frontend", choices=("numpy", "torch", "both"), default="numpy",
                    help="what normkit is given on the CPU: NumPy arrays, torch tensors, or both "
                    "(the torch-tensor figures then go in an extra column)")
     p.add_argument("--no-numpy", action="store_true", help="skip the plain NumPy peer")
     p.add_argument("--no-overhead", action="store_true", help="skip the per-call overhead test")
     p.add_argument("--json", metavar="PATH", help="write every measurement to PATH as JSON")
+    p.add_argument("--render", metavar="PATH",
+                   help="print the tables of a run saved with --json, without running")
     p.add_argument("--markdown", action="store_true",
                    help="print markdown tables (for bench/RESULTS.md); progress goes to stderr")
     return p
@@ -286,8 +290,58 @@ def _select(args):
     return args.ops, dtypes, shapes, args.passes, modes
 
 
+def print_report(info: dict, records: List[dict], overhead: dict, wall: float,
+                 argv: List[str], md: bool, extra: Optional[str] = None) -> None:
+    """The tables after a run (or re-rendered from its JSON with ``--render``)."""
+    head = R.headers(extra)
+    summary = R.summary_rows(records)
+    ov_rows = R.overhead_rows(overhead) if overhead else []
+    title = "Summary: geometric means over shapes (× torch = torch time / normkit time)"
+    if md:
+        print("## Machine\n")
+        for line in format_info(info):
+            print(f"    {line}")
+        print(f"\nCommand: `python -m normkit.bench {' '.join(argv)}` — wall time {wall:.0f} s\n")
+        print("## Results\n")
+        print(R.markdown_table(head, [R.row_cells(r, extra) for r in records]))
+        print(f"\n## {title}\n")
+        print(R.markdown_table(R.SUMMARY_HEADERS, summary))
+        if ov_rows:
+            print("\n## Per-call overhead\n")
+            print(R.markdown_table(R.OVERHEAD_HEADERS, ov_rows))
+    else:
+        print(f"\n{title}")
+        print(R.plain_table(R.SUMMARY_HEADERS, summary))
+        if ov_rows:
+            print("\nPer-call overhead")
+            print(R.plain_table(R.OVERHEAD_HEADERS, ov_rows))
+        print(f"\nwall time {wall:.1f} s")
+
+
+def render(path: str, md: bool) -> int:
+    """Prints the tables of a run saved with ``--json``, without running anything."""
+    with open(path) as f:
+        saved = json.load(f)
+    records = saved["cases"]
+    extra = "normkit[torch in]" if any("normkit[torch in]" in r["libs"] for r in records) else None
+    if not md:
+        head = R.headers(extra)
+        widths = R.TEXT_WIDTHS[: len(head)]
+        for line in format_info(saved["machine"]):
+            print(line)
+        print()
+        print(R.text_row(head, widths))
+        for r in records:
+            print(R.text_row(R.row_cells(r, extra), widths))
+    print_report(saved["machine"], records, saved.get("overhead") or {}, saved["wall_s"],
+                 saved.get("argv", []), md, extra)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render:
+        return render(args.render, args.markdown)
     t_start = time.perf_counter()
     ops, dtypes, shapes, passes, modes = _select(args)
 
@@ -344,33 +398,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     overhead = {} if args.no_overhead else runner.overhead()
     wall = time.perf_counter() - t_start
 
-    summary = R.summary_rows(runner.records)
-    ov_rows = R.overhead_rows(overhead) if overhead else []
-    if md:
-        print("## Machine\n")
-        for line in format_info(info):
-            print(f"    {line}")
-        print(f"\nCommand: `python -m normkit.bench {' '.join(argv if argv is not None else sys.argv[1:])}`"
-              f" — wall time {wall:.0f} s\n")
-        print("## Results\n")
-        print(R.markdown_table(head, [R.row_cells(r, extra) for r in runner.records]))
-        print("\n## Summary: geometric-mean speed-up over torch (fresh outputs)\n")
-        print(R.markdown_table(R.SUMMARY_HEADERS, summary))
-        if ov_rows:
-            print("\n## Per-call overhead\n")
-            print(R.markdown_table(R.OVERHEAD_HEADERS, ov_rows))
-    else:
-        print("\nSummary: geometric-mean speed-up over torch (fresh outputs)")
-        print(R.plain_table(R.SUMMARY_HEADERS, summary))
-        if ov_rows:
-            print("\nPer-call overhead")
-            print(R.plain_table(R.OVERHEAD_HEADERS, ov_rows))
-        print(f"\nwall time {wall:.1f} s")
-
+    argv_list = sys.argv[1:] if argv is None else list(argv)
+    print_report(info, runner.records, overhead, wall, argv_list, md, extra)
     if args.json:
         R.write_json(args.json, {
             "machine": info,
-            "argv": sys.argv[1:] if argv is None else list(argv),
+            "argv": argv_list,
             "budget": vars(runner.budget),
             "wall_s": wall,
             "roof": [p.to_dict() for p in runner.roof.points.values()],

@@ -89,7 +89,8 @@ class Roof:
         src = np.ones(n, dtype=np.float32)
         dst = np.empty(n, dtype=np.float32)
         dst.fill(0.0)  # first-touched here (np.zeros may not be): the roof is a warm copy
-        point.gbps["np.copyto"] = moved / time_cpu(lambda: np.copyto(dst, src), self.budget).median_s / 1e9
+        st = time_cpu(lambda: np.copyto(dst, src), self.budget)
+        point.gbps["np.copyto"] = moved / st.median_s / 1e9
         settle()
         if self._bench_copy is not None:
             bc = self._bench_copy
