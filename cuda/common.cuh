@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "common/row_norm_math.hpp"
 #include "normkit/dtype.hpp"
@@ -30,6 +31,8 @@ namespace normkit::detail::cuda {
 
 // Throws normkit::Error(Runtime) naming the failed call and CUDA's description of `err`.
 [[noreturn]] void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line);
+// The same for a failed launch of the kernel called `kernel_name`.
+[[noreturn]] void throw_launch_error(cudaError_t err, const char* kernel_name);
 
 #define NK_CUDA_CHECK(call)                                                             \
   do {                                                                                  \
@@ -38,15 +41,8 @@ namespace normkit::detail::cuda {
       ::normkit::detail::cuda::throw_cuda_error(nk_err_, #call, __FILE__, __LINE__);   \
   } while (0)
 
-// After a <<<...>>> launch: configuration errors surface here, not at the launch.
-#define NK_CUDA_CHECK_LAUNCH(kernel_name)                                               \
-  do {                                                                                  \
-    const cudaError_t nk_err_ = cudaGetLastError();                                     \
-    if (nk_err_ != cudaSuccess)                                                         \
-      ::normkit::detail::cuda::throw_cuda_error(nk_err_, "launch of " kernel_name,      \
-                                                __FILE__, __LINE__);                    \
-  } while (0)
-
+// Every kernel launch goes through launch() (below), never <<<...>>> directly: the
+// emulation build (cuda/emu/) cannot parse the chevrons and runs the grid on its scheduler.
 // Makes `device` current for the guard's lifetime and restores the previous one after.
 class DeviceGuard {
  public:
@@ -94,6 +90,22 @@ class StreamScratch {
 };
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) and throws normkit::Error(Runtime)
+// naming the kernel when the launch fails (a configuration error; in the emulation build
+// also a broken barrier or warp collective, with its file:line). Kernel parameters are
+// converted to the kernel's own parameter types here, as a launch does.
+template <typename... P, typename... A>
+void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+            cudaStream_t stream, A&&... args) {
+#if defined(NORMKIT_CUDA_EMULATION)
+  ::nk_emu::launch(name, kernel, grid, block, smem, stream, std::forward<A>(args)...);
+#else
+  kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+#endif
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw_launch_error(err, name);
+}
 
 // ---------------------------------------------------------------------------------------
 // Element conversions (device side)

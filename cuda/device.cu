@@ -25,6 +25,11 @@ void throw_cuda_error(cudaError_t err, const char* call, const char* file, int l
   throw Error(ErrorKind::Runtime, msg);
 }
 
+void throw_launch_error(cudaError_t err, const char* kernel_name) {
+  const std::string call = std::string("launch of ") + kernel_name;
+  throw_cuda_error(err, call.c_str(), __FILE__, __LINE__);
+}
+
 DeviceGuard::DeviceGuard(int device) {
   int current = 0;
   NK_CUDA_CHECK(cudaGetDevice(&current));

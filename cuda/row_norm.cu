@@ -474,8 +474,7 @@ template <typename Kernel, typename... Args>
 void launch_combine(Kernel kernel, int64_t rows, int device, cudaStream_t st, Args... args) {
   const dim3 block(32, kCombineRows);
   const int grid = grid_size(kernel, 32 * kCombineRows, ceil_div(rows, kCombineRows), device);
-  kernel<<<grid, block, 0, st>>>(rows, args...);
-  NK_CUDA_CHECK_LAUNCH("row norm combine kernel");
+  launch("row norm combine kernel", kernel, grid, block, 0, st, rows, args...);
 }
 
 template <typename T>
@@ -483,8 +482,7 @@ void launch_forward_kernel(const FwdArgs& a, const RowPlan& pl, int device, cuda
   const auto kernel = row_norm_forward_kernel<T>;
   const dim3 block(unsigned(pl.tpr), unsigned(pl.rpb));
   const int grid = grid_size(kernel, pl.tpr * pl.rpb, ceil_div(a.rows * a.nseg, pl.rpb), device);
-  kernel<<<grid, block, 0, st>>>(a);
-  NK_CUDA_CHECK_LAUNCH("row_norm_forward_kernel");
+  launch("row_norm_forward_kernel", kernel, grid, block, 0, st, a);
 }
 
 template <typename T>
@@ -706,8 +704,7 @@ void launch_backward_kernel(const BwdArgs& a, const RowPlan& pl, int device, cud
   const auto kernel = row_norm_backward_kernel<T>;
   const dim3 block(unsigned(pl.tpr), unsigned(pl.rpb));
   const int grid = grid_size(kernel, pl.tpr * pl.rpb, ceil_div(a.rows * a.nseg, pl.rpb), device);
-  kernel<<<grid, block, 0, st>>>(a);
-  NK_CUDA_CHECK_LAUNCH("row_norm_backward_kernel");
+  launch("row_norm_backward_kernel", kernel, grid, block, 0, st, a);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -723,6 +720,14 @@ struct ColArgs {
   int64_t rows = 0, H = 0, rows_per_split = 0;
   const void* a = nullptr;  // dy (pass before dx) or dx (pass after)
   RowIndex a_idx;
+  // Sum the unrounded dx (+ ds) instead of `a` (Note [dx_bias of 16-bit data]): a = dy, and
+  // x, ds, weight, mean, rstd, stats are the row kernel's inputs.
+  bool recompute_dx = false;
+  bool rms = false;
+  double weight_offset = 0;
+  const void* ds = nullptr;
+  RowIndex ds_idx;
+  ParamPtr weight;
   const void* x = nullptr;  // only when out_ax is wanted
   RowIndex x_idx;
   const void* mean = nullptr;  // C[rows]; null for RMS
@@ -731,6 +736,21 @@ struct ColArgs {
   void* out_ax = nullptr;      // C[nsplit][H]: Σ a·x̂ over the split's rows; null: not wanted
   void* out_a = nullptr;       // C[nsplit][H]: Σ a; null: not wanted
 };
+
+// Note [dx_bias of 16-bit data]: dx_bias = Σ_rows (dx + ds) of the float32 values, before dx
+// is rounded to the 16-bit storage type (SPEC §0: 16-bit data accumulated in float32; the
+// CPU's backward sums the same unrounded values). Summing the stored dx instead is off by up
+// to half an ulp of bf16 per row — far over the float32 tolerance. So for 16-bit x the column
+// pass recomputes each row's dx from dy, x, ds, the weight and the row's (corr, mean_g,
+// mean_gx) with the row kernel's expressions; for float32/float64 the stored dx is exact and
+// is what is summed.
+
+// One element of a [H] parameter in compute type (1 when absent).
+template <typename T, typename C>
+__device__ __forceinline__ C param_at(ParamPtr p, int64_t j) {
+  if (p.ptr == nullptr) return C(1);
+  return p.f32 ? C(static_cast<const float*>(p.ptr)[j]) : C(to_c(static_cast<const T*>(p.ptr)[j]));
+}
 
 // Assumptions: blockDim = (kColTile, kColRows); gridDim = (ceil(H / kColTile), nsplit).
 template <typename T>
@@ -745,7 +765,19 @@ __global__ void __launch_bounds__(kColTile* kColRows)
   const bool want_ax = p.out_ax != nullptr;
 
   C acc_ax = C(0), acc_a = C(0);
-  if (col < p.H) {
+  if (col < p.H && p.recompute_dx) {
+    const C w = param_at<T, C>(p.weight, col) + C(p.weight_offset);
+    for (int64_t r = r0 + ty; r < r1; r += kColRows) {
+      const C* st = static_cast<const C*>(p.stats) + 3 * r;  // (corr, mean_g, mean_gx)
+      const C mean = p.mean != nullptr ? static_cast<const C*>(p.mean)[r] : C(0);
+      const C rstd = static_cast<const C*>(p.rstd)[r];
+      const C e = to_c(static_cast<const T*>(p.x)[p.x_idx.offset(r) + col]) - mean;
+      const C g = to_c(static_cast<const T*>(p.a)[p.a_idx.offset(r) + col]) * w;
+      C v = norm_dx(rstd, g, p.rms ? C(0) : st[1], (e - (p.rms ? C(0) : st[0])) * rstd, st[2]);
+      if (p.ds != nullptr) v += to_c(static_cast<const T*>(p.ds)[p.ds_idx.offset(r) + col]);
+      acc_a += v;
+    }
+  } else if (col < p.H) {
     for (int64_t r = r0 + ty; r < r1; r += kColRows) {
       const C av = to_c(static_cast<const T*>(p.a)[p.a_idx.offset(r) + col]);
       acc_a += av;
@@ -820,6 +852,8 @@ struct BwdPlan {
   RowPlan rows;
   int64_t nsplit = 0, rows_per_split = 0;
   bool need_corr = false;  // layer norm with dweight: the column pass reads stats
+  bool dxb_recompute = false;  // dx_bias from the unrounded dx (Note [dx_bias of 16-bit data])
+  bool need_stats = false;     // need_corr || dxb_recompute: the row kernels write stats
   bool split = false;      // SegPartials + combine + SegApply (also for nseg == 1)
   size_t off_dw = 0, off_db = 0, off_dxb = 0, off_seg = 0, off_stats = 0, bytes = 0;
 };
@@ -840,14 +874,17 @@ BwdPlan plan_backward(const RowNormBackwardProblem& p) {
   if (p.dbias != nullptr) { b.off_db = off; off += grad_bytes; }
   if (p.dx_bias != nullptr) { b.off_dxb = off; off += grad_bytes; }
   b.need_corr = p.kind != NormKind::RMS && p.dweight != nullptr;
+  b.dxb_recompute = p.dx_bias != nullptr && sizeof(T) == 2;
+  b.need_stats = b.need_corr || b.dxb_recompute;
   const bool overwrites_input =
       p.dx == p.dy || p.dx == p.x ||
-      (p.dresidual != nullptr && (p.dresidual == p.dy || p.dresidual == p.x));
-  b.split = b.rows.nseg > 1 || (b.need_corr && overwrites_input);
+      (p.dresidual != nullptr && (p.dresidual == p.dy || p.dresidual == p.x)) ||
+      (p.ds != nullptr && (p.dx == p.ds || p.dresidual == p.ds));
+  b.split = b.rows.nseg > 1 || (b.need_stats && overwrites_input);
   // Per-segment partials and per-row stats. Sized whenever the split path *could* be taken
   // for these shapes (not only when aliasing makes it so), so that a workspace sized for
   // one call also fits the same call with dx aliasing dy.
-  if (b.rows.nseg > 1 || b.need_corr) {
+  if (b.rows.nseg > 1 || b.need_stats) {
     b.off_seg = off;
     off += align_up(size_t(p.rows * b.rows.nseg) * 3 * sizeof(C));
     b.off_stats = off;
@@ -860,8 +897,8 @@ BwdPlan plan_backward(const RowNormBackwardProblem& p) {
 template <typename T>
 void launch_columns(const ColArgs& c, int64_t nsplit, cudaStream_t st) {
   const dim3 grid(unsigned(ceil_div(c.H, kColTile)), unsigned(nsplit));
-  column_partials_kernel<T><<<grid, dim3(kColTile, kColRows), 0, st>>>(c);
-  NK_CUDA_CHECK_LAUNCH("column_partials_kernel");
+  launch("column_partials_kernel", column_partials_kernel<T>, grid, dim3(kColTile, kColRows), 0,
+         st, c);
 }
 
 template <typename C>
@@ -870,8 +907,8 @@ void launch_finalize(const void* part, int64_t nsplit, int64_t H, void* out, DTy
   const auto kernel = column_finalize_kernel<C>;
   constexpr int kThreads = 256;
   const int grid = grid_size(kernel, kThreads, ceil_div(H, kThreads), device);
-  kernel<<<grid, kThreads, 0, st>>>(static_cast<const C*>(part), nsplit, H, out, dt);
-  NK_CUDA_CHECK_LAUNCH("column_finalize_kernel");
+  launch("column_finalize_kernel", kernel, grid, kThreads, 0, st, static_cast<const C*>(part),
+         nsplit, H, out, dt);
 }
 
 template <typename T>
@@ -908,6 +945,42 @@ void backward_impl(const RowNormBackwardProblem& p, cudaStream_t st) {
     launch_columns<T>(c, plan.nsplit, st);
   };
 
+  // dx_bias partials: from the stored dx (float32/float64), or recomputed from the inputs
+  // and the row stats for 16-bit x (Note [dx_bias of 16-bit data]).
+  const auto dxb_columns = [&]() {
+    if (p.dx_bias == nullptr) return;
+    ColArgs c;
+    c.rows = p.rows;
+    c.H = p.H;
+    c.rows_per_split = plan.rows_per_split;
+    c.out_a = ws + plan.off_dxb;
+    if (plan.dxb_recompute) {
+      c.recompute_dx = true;
+      c.rms = rms;
+      c.weight_offset = p.weight_offset;
+      c.a = p.dy;
+      c.a_idx = p.dy_idx;
+      c.x = p.x;
+      c.x_idx = p.x_idx;
+      c.ds = p.ds;
+      c.ds_idx = p.ds_idx;
+      c.weight = param(p.weight, p.weight_dtype);
+      c.mean = rms ? nullptr : p.mean;
+      c.rstd = p.rstd;
+      c.stats = ws + plan.off_stats;
+    } else {
+      c.a = p.dx;
+      c.a_idx = p.dx_idx;
+    }
+    launch_columns<T>(c, plan.nsplit, st);
+  };
+  // The column passes that read the row stats, and so run after the row kernel that writes
+  // them but before anything overwrites dy, x or ds (Note [Order of the backward passes]).
+  const auto stats_columns = [&]() {
+    if (plan.need_corr) dw_db_columns();
+    if (plan.dxb_recompute) dxb_columns();
+  };
+
   // 1. Without corr the column pass goes first, before dx is written (dx may alias dy).
   if (!plan.need_corr) dw_db_columns();
 
@@ -942,9 +1015,9 @@ void backward_impl(const RowNormBackwardProblem& p, cudaStream_t st) {
           param_vectorizable(p.weight);
   if (!plan.split) {
     a.stage = Stage::Whole;
-    a.stats = plan.need_corr ? ws + plan.off_stats : nullptr;
+    a.stats = plan.need_stats ? ws + plan.off_stats : nullptr;
     launch_backward_kernel<T>(a, pl, p.device_index, st);
-    if (plan.need_corr) dw_db_columns();  // nothing aliased: dy and x are intact
+    stats_columns();  // nothing aliased: dy, x and ds are intact
   } else {
     a.part = ws + plan.off_seg;
     a.stats = ws + plan.off_stats;
@@ -953,22 +1026,13 @@ void backward_impl(const RowNormBackwardProblem& p, cudaStream_t st) {
     launch_combine(backward_combine_kernel<C>, p.rows, p.device_index, st, a.nseg, a.H, rms,
                    static_cast<const C*>(a.rstd), static_cast<const C*>(a.part),
                    static_cast<C*>(a.stats));
-    if (plan.need_corr) dw_db_columns();  // SegPartials wrote no user array
+    stats_columns();  // SegPartials wrote no user array
     a.stage = Stage::SegApply;
     launch_backward_kernel<T>(a, pl, p.device_index, st);
   }
 
-  // 3. dx_bias partials from the stored dx.
-  if (p.dx_bias != nullptr) {
-    ColArgs c;
-    c.rows = p.rows;
-    c.H = p.H;
-    c.rows_per_split = plan.rows_per_split;
-    c.a = p.dx;
-    c.a_idx = p.dx_idx;
-    c.out_a = ws + plan.off_dxb;
-    launch_columns<T>(c, plan.nsplit, st);
-  }
+  // 3. dx_bias partials from the stored dx (float32 / float64).
+  if (!plan.dxb_recompute) dxb_columns();
 
   // 4. Reduce the partials in split order.
   if (p.dweight != nullptr)
@@ -997,17 +1061,17 @@ void row_norm_forward(const RowNormProblem& p, Stream stream) {
     constexpr int kThreads = 256;
     const int64_t blocks = ceil_div(p.rows, kThreads);
     if (p.x_dtype == DType::Float64) {
-      const int grid = grid_size(fill_empty_stats_kernel<double>, kThreads, blocks, p.device_index);
-      fill_empty_stats_kernel<double><<<grid, kThreads, 0, st>>>(
-          p.rows, static_cast<double*>(p.mean), static_cast<double*>(p.rstd),
-          inv_std(0.0, p.eps));
+      const auto kernel = fill_empty_stats_kernel<double>;
+      const int grid = grid_size(kernel, kThreads, blocks, p.device_index);
+      launch("fill_empty_stats_kernel", kernel, grid, kThreads, 0, st, p.rows,
+             static_cast<double*>(p.mean), static_cast<double*>(p.rstd), inv_std(0.0, p.eps));
     } else {
-      const int grid = grid_size(fill_empty_stats_kernel<float>, kThreads, blocks, p.device_index);
-      fill_empty_stats_kernel<float><<<grid, kThreads, 0, st>>>(
-          p.rows, static_cast<float*>(p.mean), static_cast<float*>(p.rstd),
-          inv_std(0.0f, float(p.eps)));
+      const auto kernel = fill_empty_stats_kernel<float>;
+      const int grid = grid_size(kernel, kThreads, blocks, p.device_index);
+      launch("fill_empty_stats_kernel", kernel, grid, kThreads, 0, st, p.rows,
+             static_cast<float*>(p.mean), static_cast<float*>(p.rstd),
+             inv_std(0.0f, float(p.eps)));
     }
-    NK_CUDA_CHECK_LAUNCH("fill_empty_stats_kernel");
     return;
   }
   dispatch_dtype(p.x_dtype, [&](auto tag) {

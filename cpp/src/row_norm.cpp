@@ -224,6 +224,7 @@ void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
   if (a.rstd) p.rstd = a.rstd->data;
 
   if (x.device == DeviceType::CUDA) {
+    detail::check_cuda_device(x, op, "x");
 #if defined(NORMKIT_WITH_CUDA)
     detail::cuda::row_norm_forward(p, stream);
 #else
@@ -339,6 +340,7 @@ size_t row_norm_backward_workspace_size(const RowNormBackwardArgs& a) {
   Ctx c{};
   const detail::RowNormBackwardProblem p = resolve_backward(a, c);
   if (a.x->device == DeviceType::CUDA) {
+    detail::check_cuda_device(*a.x, c.op, "x");
 #if defined(NORMKIT_WITH_CUDA)
     return detail::cuda::row_norm_backward_workspace_size(p);
 #else
@@ -352,6 +354,7 @@ void row_norm_backward(const RowNormBackwardArgs& a, Stream stream) {
   Ctx c{};
   const detail::RowNormBackwardProblem p = resolve_backward(a, c);
   if (a.x->device == DeviceType::CUDA) {
+    detail::check_cuda_device(*a.x, c.op, "x");
 #if defined(NORMKIT_WITH_CUDA)
     detail::cuda::row_norm_backward(p, stream);
 #else

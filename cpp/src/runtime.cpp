@@ -45,6 +45,14 @@ bool cuda_compiled() {
 #endif
 }
 
+bool cuda_emulated() {
+#if defined(NORMKIT_CUDA_EMULATION)
+  return true;
+#else
+  return false;
+#endif
+}
+
 bool cuda_available() {
 #if defined(NORMKIT_WITH_CUDA)
   return detail::cuda::device_count() > 0;

@@ -1,5 +1,7 @@
 #include "validate.hpp"
 
+#include "common/backends.hpp"
+
 #include <cmath>
 #include <sstream>
 
@@ -118,6 +120,26 @@ RowIndex make_row_index(const TensorView& t, int lead, const char* op, const cha
     ix.stride[i] = stride[i];
   }
   return ix;
+}
+
+
+void check_cuda_device(const TensorView& t, const char* op, const char* name) {
+  if (t.device != DeviceType::CUDA) return;
+#if defined(NORMKIT_WITH_CUDA)
+  const int n = cuda::device_count();
+  if (n == 0)
+    fail(ErrorKind::Runtime, std::string(op) + ": " + name +
+                                 ": is on a CUDA device, but no CUDA device is present");
+  if (t.device_index < 0 || t.device_index >= n)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": is on cuda:" +
+                               std::to_string(t.device_index) + ", but " +
+                               (n == 1 ? std::string("only 1 CUDA device is present (cuda:0)")
+                                       : std::to_string(n) + " CUDA devices are present (cuda:0.." +
+                                             std::to_string(n - 1) + ")"));
+#else
+  fail(ErrorKind::Runtime, std::string(op) + ": " + name +
+                               ": is on a CUDA device, but this build of normkit has no CUDA backend");
+#endif
 }
 
 }  // namespace normkit::detail

@@ -22,6 +22,9 @@ void check_writable(const TensorView& t, const char* op, const char* name);
 // Same device type and index as ref (ValueError).
 void check_same_device(const TensorView& t, const TensorView& ref, const char* op,
                        const char* name, const char* ref_name);
+// For a CUDA view: its device index names a device that exists (ValueError), or the CUDA
+// backend is missing / no device is present (RuntimeError). Call before dispatching to it.
+void check_cuda_device(const TensorView& t, const char* op, const char* name);
 // A finite double, >= 0 when nonneg (ValueError).
 void check_finite(double v, const char* op, const char* name, bool nonneg);
 // Validation of the ndim itself (rank within kMaxDims, non-negative sizes).

@@ -4,11 +4,13 @@
 //   NK_CHECK(cond) << "context";      records a failure and goes on
 //   NK_REQUIRE(cond) << "context";    records a failure and leaves the test
 //   NK_CHECK_THROWS(expr, "substr")   expects a normkit::Error whose what() contains substr
+//   NK_SKIP("why")                    the test cannot run here; exit status 77 when every
+//                                     selected test was skipped
 //
 // One translation unit defines NK_TEST_MAIN before including this header to get main():
 //   normkit_tests [--list] [PREFIX...]   runs the tests whose names start with a PREFIX
 //                                        (all tests when none is given).
-// The run ends with the line "N passed, M failed"; the exit status is 1 when M > 0 or when
+// The run ends with the line "N passed, M failed, K skipped"; the exit status is 1 when M > 0 or when
 // the prefixes selected no test at all (a mistyped ctest registration must not pass).
 #pragma once
 
@@ -53,6 +55,10 @@ inline State& state() {
 
 // Thrown by NK_REQUIRE to leave the current test.
 struct Abort {};
+// Thrown by NK_SKIP: the test cannot run here (e.g. no CUDA device).
+struct Skip {
+  std::string why;
+};
 
 // Collects the streamed context of a failed check and reports it when destroyed.
 class Failure {
@@ -112,6 +118,9 @@ inline bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
 }
 
+// Exit status when every selected test was skipped (ctest's SKIP_RETURN_CODE).
+constexpr int kSkipExitCode = 77;
+
 inline int run_main(int argc, char** argv) {
   std::vector<std::string> prefixes;
   bool list = false;
@@ -121,7 +130,7 @@ inline int run_main(int argc, char** argv) {
     else
       prefixes.emplace_back(argv[i]);
   }
-  int passed = 0, failed = 0;
+  int passed = 0, failed = 0, skipped = 0;
   std::vector<std::string> failed_names;
   const auto t_all = std::chrono::steady_clock::now();
   for (const TestCase& t : registry()) {
@@ -140,6 +149,13 @@ inline int run_main(int argc, char** argv) {
       t.fn();
     } catch (const Abort&) {
       // already recorded
+    } catch (const Skip& sk) {
+      if (state().failures == 0) {
+        ++skipped;
+        std::printf("[ SKIP ] %s (%s)\n", t.name.c_str(), sk.why.c_str());
+        std::fflush(stdout);
+        continue;
+      }
     } catch (const std::exception& e) {
       ++state().failures;
       std::fprintf(stderr, "  unexpected exception: %s\n", e.what());
@@ -165,13 +181,14 @@ inline int run_main(int argc, char** argv) {
   const double s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_all).count();
   for (const std::string& n : failed_names) std::printf("FAILED: %s\n", n.c_str());
-  if (passed + failed == 0) {
+  if (passed + failed + skipped == 0) {
     std::printf("no test matched the given prefixes\n");
     std::printf("0 passed, 1 failed\n");
     return 1;
   }
-  std::printf("(%.2f s)\n%d passed, %d failed\n", s, passed, failed);
-  return failed == 0 ? 0 : 1;
+  std::printf("(%.2f s)\n%d passed, %d failed, %d skipped\n", s, passed, failed, skipped);
+  if (failed > 0) return 1;
+  return passed == 0 ? kSkipExitCode : 0;
 }
 
 }  // namespace nk_test
@@ -216,6 +233,9 @@ inline int run_main(int argc, char** argv) {
   } else                                                                                \
     ::nk_test::Failure(__FILE__, __LINE__, "throws normkit::Error: " #expr, false)      \
         << nk_err_
+
+// Leaves the current test as skipped (unless it already failed).
+#define NK_SKIP(why) throw ::nk_test::Skip{(why)}
 
 #if defined(NK_TEST_MAIN)
 int main(int argc, char** argv) { return ::nk_test::run_main(argc, argv); }

@@ -12,11 +12,16 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "normkit/normkit.hpp"
+
+#if NORMKIT_TEST_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace nk_ref {
 
@@ -231,12 +236,59 @@ class HostArray {
     return true;
   }
 
+  // The CUDA backend (real or emulated): the whole buffer — the view and the NaN around it —
+  // moves to device memory (same offset, so the same alignment modulo 16 bytes), the view
+  // then points there with device = CUDA; to_host() copies it back and points the view at
+  // the host buffer again, so every check of this class works unchanged on a device result.
+  bool on_device() const { return dev_ != nullptr; }
+  void to_device() {
+    if (view_.data == nullptr || dev_ != nullptr) return;
+#if NORMKIT_TEST_WITH_CUDA
+    const size_t n = mem_.size() * sizeof(double);
+    void* d = nullptr;
+    require(cudaMalloc(&d, n), "cudaMalloc");
+    dev_.reset(d);
+    require(cudaMemcpy(d, mem_.data(), n, cudaMemcpyHostToDevice), "cudaMemcpy to the device");
+    view_.data = static_cast<char*>(d) + offset_ * normkit::dtype_size(dtype_);
+    view_.device = normkit::DeviceType::CUDA;
+    view_.device_index = 0;
+#else
+    throw normkit::Error(normkit::ErrorKind::Runtime, "HostArray::to_device: built without CUDA");
+#endif
+  }
+  void to_host() {
+    if (dev_ == nullptr) return;
+#if NORMKIT_TEST_WITH_CUDA
+    require(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    require(cudaMemcpy(mem_.data(), dev_.get(), mem_.size() * sizeof(double),
+                       cudaMemcpyDeviceToHost),
+            "cudaMemcpy to the host");
+#endif
+    dev_.reset();
+    view_.data = static_cast<char*>(static_cast<void*>(mem_.data())) +
+                 offset_ * normkit::dtype_size(dtype_);
+    view_.device = normkit::DeviceType::CPU;
+  }
+
   // Raw bytes of the view's elements, row by row (for bitwise comparisons).
   std::vector<unsigned char> bytes() const {
     const int64_t esz = normkit::dtype_size(dtype_);
     std::vector<unsigned char> b;
     b.reserve(size_t(rows_ * H_ * esz));
+    // On the device: read the host buffer after a copy back (the device copy stays).
+    std::vector<double> host;
     const unsigned char* base = static_cast<const unsigned char*>(view_.data);
+    if (dev_ != nullptr) {
+#if NORMKIT_TEST_WITH_CUDA
+      host.resize(mem_.size());
+      require(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      require(cudaMemcpy(host.data(), dev_.get(), host.size() * sizeof(double),
+                         cudaMemcpyDeviceToHost),
+              "cudaMemcpy to the host");
+#endif
+      base = static_cast<const unsigned char*>(static_cast<const void*>(host.data())) +
+             offset_ * esz;
+    }
     for (int64_t r = 0; r < rows_; ++r) {
       const unsigned char* p = base + row_offset(r) * esz;
       b.insert(b.end(), p, p + H_ * esz);
@@ -245,6 +297,21 @@ class HostArray {
   }
 
  private:
+#if NORMKIT_TEST_WITH_CUDA
+  static void require(cudaError_t e, const char* what) {
+    if (e != cudaSuccess)
+      throw normkit::Error(normkit::ErrorKind::Runtime,
+                           std::string("test arrays: ") + what + ": " + cudaGetErrorString(e));
+  }
+  struct DeviceFree {
+    void operator()(void* p) const { (void)cudaFree(p); }
+  };
+#else
+  struct DeviceFree {
+    void operator()(void*) const {}
+  };
+#endif
+  std::unique_ptr<void, DeviceFree> dev_;  // the device copy while on_device()
   DType dtype_ = DType::Float32;
   int nrow_ = 0;  // trailing dims that form a row
   TensorView view_;

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -38,6 +39,7 @@ struct Case {
   bool in_place = false; // y over x and s over residual (forward only)
   bool backward = true;
   bool user_workspace = false;
+  bool cuda = false;     // every array on the CUDA device (real or emulated)
   double eps = 1e-5, weight_offset = 0.0, residual_scale = 1.0;
   double x_mean = 0.0, x_sd = 1.0;
 
@@ -76,10 +78,64 @@ struct Case {
        << (fused ? " fused" : "") << (x_bias ? " x_bias" : "") << (store_s ? " store_s" : "")
        << (ds ? " ds" : "") << (stats ? "" : " nostats") << (in_place ? " in_place" : "")
        << (user_workspace ? " user_ws" : "") << " eps=" << eps << " offset=" << weight_offset
-       << " rscale=" << residual_scale << " isa=" << normkit::cpu_isa()
-       << " threads=" << normkit::get_num_threads();
+       << " rscale=" << residual_scale;
+    if (cuda)
+      os << " on=cuda";
+    else
+      os << " isa=" << normkit::cpu_isa() << " threads=" << normkit::get_num_threads();
     return os.str();
   }
+};
+
+// ---------------------------------------------------------------------------------------
+// Where a test runs: each CPU ISA this machine can run, or the CUDA backend.
+// ---------------------------------------------------------------------------------------
+// The *_cuda test groups run the same cases with every array on the device. They skip
+// (exit status 77) where no CUDA device is present; the emulation build always has one.
+inline void require_cuda() {
+  if (!normkit::cuda_available()) NK_SKIP("no CUDA device (and not the emulation build)");
+}
+
+// The CPU ISAs (`cuda` false) or the single CUDA target; each call makes the next one
+// current. Use: for (Target t : targets(cuda)) { t.use(); ... c.cuda = t.cuda; }
+struct Target {
+  std::string isa;  // "" for CUDA
+  bool cuda = false;
+  void use() const {
+    if (!cuda) normkit::set_cpu_isa(isa);
+  }
+  std::string name() const { return cuda ? "cuda" : isa; }
+};
+inline std::vector<Target> targets(bool cuda) {
+  std::vector<Target> t;
+  if (cuda) {
+    t.push_back(Target{"", true});
+  } else {
+    for (const std::string& isa : normkit::available_cpu_isas()) t.push_back(Target{isa, false});
+  }
+  return t;
+}
+
+// Moves the given arrays to the device for one call when `on` and back to the host when it
+// goes out of scope (HostArray::to_device). Absent (empty) arrays and repeats are ignored.
+class OnDevice {
+ public:
+  OnDevice(bool on, std::initializer_list<HostArray*> arrays) {
+    if (!on) return;
+    for (HostArray* a : arrays) {
+      if (a->ptr()->data == nullptr || a->on_device()) continue;
+      a->to_device();
+      moved_.push_back(a);
+    }
+  }
+  ~OnDevice() noexcept(false) {
+    for (HostArray* a : moved_) a->to_host();
+  }
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
+
+ private:
+  std::vector<HostArray*> moved_;
 };
 
 inline HostArray rows_array(const Case& c, DType t) { return HostArray(t, c.layout()); }
@@ -153,7 +209,11 @@ inline void run_case(const Case& c, uint64_t seed, Run& run) {
       f.mean = run.mean.ptr();
     }
   }
-  normkit::row_norm_forward(f);
+  {
+    OnDevice dev(c.cuda, {&run.x, &run.r, &run.xb, &run.w, &run.b, &run.y, &run.s, &run.mean,
+                          &run.rstd});
+    normkit::row_norm_forward(f);
+  }
   if (!c.backward || c.in_place) return;
 
   // The backward's input is what the forward normalized: x, or s for the fused add (the
@@ -233,12 +293,21 @@ inline void run_case(const Case& c, uint64_t seed, Run& run) {
       b.dx_bias = run.dxb.ptr();
     }
   }
+  OnDevice dev(c.cuda, {&run.dy, &run.bx, &run.rstd, &run.mean, &run.brstd, &run.bmean,
+                        &run.w, &run.dx, &run.dw, &run.db, &run.ds, &run.dr, &run.dxb});
   std::unique_ptr<unsigned char[]> ws;
+  HostArray dev_ws;
   if (c.user_workspace) {
     const size_t n = normkit::row_norm_backward_workspace_size(b);
-    ws.reset(new unsigned char[n + 64]);
-    const uintptr_t p = reinterpret_cast<uintptr_t>(ws.get());
-    b.workspace = ws.get() + ((64 - p % 64) % 64);
+    if (c.cuda) {
+      dev_ws = HostArray::compact(DType::Float64, {int64_t(n / 8 + 1)});
+      dev_ws.to_device();
+      b.workspace = dev_ws.ptr()->data;
+    } else {
+      ws.reset(new unsigned char[n + 64]);
+      const uintptr_t p = reinterpret_cast<uintptr_t>(ws.get());
+      b.workspace = ws.get() + ((64 - p % 64) % 64);
+    }
     b.workspace_bytes = n;
   }
   normkit::row_norm_backward(b);

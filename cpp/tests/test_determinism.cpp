@@ -95,7 +95,7 @@ std::vector<unsigned char> elem_bytes(const HostArray& a, int64_t i) {
 
 // Each row's y, s, mean, rstd and dx are the same bits whether the row is normalized
 // alone, in a sub-batch that starts elsewhere, or with the whole batch.
-void batch_invariance(DType dt, NormKind kind) {
+void batch_invariance(DType dt, NormKind kind, bool cuda) {
   const int64_t N = 41, H = 1000;
   Layout L;
   L.lead = {N};
@@ -126,6 +126,7 @@ void batch_invariance(DType dt, NormKind kind) {
     o.mean = HostArray::compact(st, {count});
     o.rstd = HostArray::compact(st, {count});
     o.dw = HostArray(pdt, P);
+    OnDevice dev(cuda, {&x, &r, &w, &b, &dy, &o.y, &o.s, &o.dx, &o.mean, &o.rstd, &o.dw});
     const TensorView xv = rows_of(x, first, count), rv = rows_of(r, first, count),
                      dyv = rows_of(dy, first, count);
     normkit::RowNormForwardArgs f;
@@ -155,7 +156,7 @@ void batch_invariance(DType dt, NormKind kind) {
   Out all;
   run(0, N, all);
   const std::string desc = std::string(normkit::dtype_name(dt)) + (layer ? " layer" : " rms") +
-                           " isa=" + normkit::cpu_isa();
+                           (cuda ? std::string(" on=cuda") : " isa=" + normkit::cpu_isa());
   struct Sub {
     int64_t first, count;
   };
@@ -195,7 +196,15 @@ NK_TEST(determinism, batch_invariance) {
     for (int threads : {1, 2}) {
       normkit::set_num_threads(threads);
       for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
-        for (NormKind kind : {NormKind::Layer, NormKind::RMS}) batch_invariance(dt, kind);
+        for (NormKind kind : {NormKind::Layer, NormKind::RMS}) batch_invariance(dt, kind, false);
     }
   }
+}
+
+// The same on the CUDA backend: a row's bits do not depend on the batch, the grid or the
+// order the blocks run in (the emulator's schedules differ in that order).
+NK_TEST(determinism_cuda, batch_invariance) {
+  require_cuda();
+  for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
+    for (NormKind kind : {NormKind::Layer, NormKind::RMS}) batch_invariance(dt, kind, true);
 }

@@ -24,6 +24,33 @@ using normkit::TensorView;
 
 constexpr int64_t N = 4, H = 8;
 
+// The running test's arrays live on the CUDA device (the errors_cuda group): every check
+// must then fail for the reason it names, not for a device mismatch with a host array.
+bool g_cuda = false;
+
+// `a` moved to the device when the running test is a CUDA one.
+HostArray dev(HostArray a) {
+  if (g_cuda) a.to_device();
+  return a;
+}
+
+struct CudaScope {
+  explicit CudaScope(bool on) { g_cuda = on; }
+  ~CudaScope() { g_cuda = false; }
+};
+
+// Each test runs with host arrays (group errors) and with device arrays (errors_cuda; skipped
+// where no CUDA device is present).
+#define ERRORS_TEST(name)                                                              \
+  void errors_##name();                                                                \
+  NK_TEST(errors, name) { errors_##name(); }                                           \
+  NK_TEST(errors_cuda, name) {                                                         \
+    if (!normkit::cuda_available()) NK_SKIP("no CUDA device (and not the emulation build)"); \
+    CudaScope scope(true);                                                             \
+    errors_##name();                                                                   \
+  }                                                                                    \
+  void errors_##name()
+
 Layout rows_layout() {
   Layout L;
   L.lead = {N};
@@ -60,6 +87,11 @@ struct Fixture {
     for (HostArray* a : {&w, &b, &xb}) a->fill_normal(rng);
     mean = HostArray::compact(normkit::stat_dtype(dt), {N});
     rstd = HostArray::compact(normkit::stat_dtype(dt), {N});
+    if (g_cuda) {
+      for (HostArray* a : {&x, &r, &xb, &w, &b, &y, &s, &mean, &rstd, &dy, &ds, &dx, &dr, &dw,
+                           &db, &dxb})
+        a->to_device();
+    }
   }
 
   RowNormForwardArgs fwd() {
@@ -100,6 +132,8 @@ struct Fixture {
 TensorView with_shape(TensorView v, std::vector<int64_t> shape) {
   TensorView t = TensorView::contiguous(v.data, v.dtype, shape.data(), int(shape.size()));
   t.readonly = v.readonly;
+  t.device = v.device;
+  t.device_index = v.device_index;
   return t;
 }
 
@@ -124,7 +158,7 @@ ErrorKind kind_of(const std::function<void()>& f) {
 
 }  // namespace
 
-NK_TEST(errors, fixture_is_valid) {
+ERRORS_TEST(fixture_is_valid) {
   Fixture fx;
   const RowNormForwardArgs f = fx.fwd();
   normkit::row_norm_forward(f);
@@ -133,7 +167,7 @@ NK_TEST(errors, fixture_is_valid) {
   NK_CHECK(true);
 }
 
-NK_TEST(errors, forward_shapes) {
+ERRORS_TEST(forward_shapes) {
   Fixture fx;
   {
     const TensorView w = with_shape(*fx.w.ptr(), {H - 1});  // mismatched weight shape
@@ -216,7 +250,7 @@ NK_TEST(errors, forward_shapes) {
   }
 }
 
-NK_TEST(errors, forward_dtypes) {
+ERRORS_TEST(forward_dtypes) {
   {
     Fixture fx;  // statistics are float32 for float32 x
     const TensorView m = with_dtype(*fx.mean.ptr(), DType::Float64);
@@ -227,14 +261,14 @@ NK_TEST(errors, forward_dtypes) {
   }
   {
     Fixture fx(DType::Float64);  // ... and float64 for float64 x
-    HostArray r32 = HostArray::compact(DType::Float32, {N});
+    HostArray r32 = dev(HostArray::compact(DType::Float32, {N}));
     RowNormForwardArgs a = fx.fwd();
     a.rstd = r32.ptr();
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "rstd");
   }
   {
     Fixture fx;  // y must have x's dtype
-    HostArray y16(DType::Float16, rows_layout());
+    HostArray y16 = dev(HostArray(DType::Float16, rows_layout()));
     RowNormForwardArgs a = fx.fwd();
     a.y = y16.ptr();
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "out");
@@ -242,21 +276,21 @@ NK_TEST(errors, forward_dtypes) {
   }
   {
     Fixture fx;  // residual must have x's dtype
-    HostArray r64(DType::Float64, rows_layout());
+    HostArray r64 = dev(HostArray(DType::Float64, rows_layout()));
     RowNormForwardArgs a = fx.fwd();
     a.residual = r64.ptr();
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "residual");
   }
   {
     Fixture fx;  // float32 x: parameters float32, not float64
-    HostArray w64 = HostArray::compact(DType::Float64, {H});
+    HostArray w64 = dev(HostArray::compact(DType::Float64, {H}));
     RowNormForwardArgs a = fx.fwd();
     a.weight = w64.ptr();
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "weight");
   }
   {
     Fixture fx(DType::Float16);  // float16 x: weight float16 or float32, not bfloat16
-    HostArray wbf = HostArray::compact(DType::BFloat16, {H});
+    HostArray wbf = dev(HostArray::compact(DType::BFloat16, {H}));
     RowNormForwardArgs a = fx.fwd();
     a.weight = wbf.ptr();
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "weight");
@@ -272,7 +306,7 @@ NK_TEST(errors, forward_dtypes) {
   }
 }
 
-NK_TEST(errors, forward_values) {
+ERRORS_TEST(forward_values) {
   Fixture fx;
   for (double eps : {-1e-5, std::nan(""), HUGE_VAL}) {
     RowNormForwardArgs a = fx.fwd();
@@ -307,7 +341,7 @@ NK_TEST(errors, forward_values) {
   }
 }
 
-NK_TEST(errors, forward_missing_and_misused) {
+ERRORS_TEST(forward_missing_and_misused) {
   Fixture fx;
   {
     RowNormForwardArgs a = fx.fwd();
@@ -340,7 +374,7 @@ NK_TEST(errors, forward_missing_and_misused) {
   }
 }
 
-NK_TEST(errors, forward_outputs) {
+ERRORS_TEST(forward_outputs) {
   Fixture fx;
   {
     const TensorView y = readonly(*fx.y.ptr());
@@ -372,8 +406,11 @@ NK_TEST(errors, forward_outputs) {
     HostArray buf(DType::Float32, Layout{{N + 1}, {H}, 0, 0});
     Rng rng(3);
     buf.fill_normal(rng);
+    if (g_cuda) buf.to_device();
     const int64_t shape[] = {N, H};
     TensorView x = TensorView::contiguous(buf.ptr()->data, DType::Float32, shape, 2);
+    x.device = buf.ptr()->device;
+    x.device = buf.ptr()->device;
     TensorView y = x;
     y.data = static_cast<float*>(y.data) + 1;
     RowNormForwardArgs a;
@@ -384,7 +421,7 @@ NK_TEST(errors, forward_outputs) {
 }
 
 // A call that fails validation writes nothing: y, s, mean and rstd keep their NaNs.
-NK_TEST(errors, nothing_written_on_error) {
+ERRORS_TEST(nothing_written_on_error) {
   Fixture fx;
   const std::vector<unsigned char> y0 = fx.y.bytes(), s0 = fx.s.bytes(), m0 = fx.mean.bytes(),
                                    r0 = fx.rstd.bytes();
@@ -408,7 +445,7 @@ NK_TEST(errors, nothing_written_on_error) {
   NK_CHECK(fx.dw.bytes() == dw0) << "dweight written by a backward that threw";
 }
 
-NK_TEST(errors, backward) {
+ERRORS_TEST(backward) {
   Fixture fx;
   {
     RowNormBackwardArgs a = fx.bwd();  // dweight needs weight
@@ -448,7 +485,7 @@ NK_TEST(errors, backward) {
     NK_CHECK_THROWS(normkit::row_norm_backward(a), " dy");
   }
   {
-    HostArray dx16(DType::Float16, rows_layout());
+    HostArray dx16 = dev(HostArray(DType::Float16, rows_layout()));
     RowNormBackwardArgs a = fx.bwd();
     a.dx = dx16.ptr();
     NK_CHECK_THROWS(normkit::row_norm_backward(a), " dx");
@@ -543,6 +580,48 @@ NK_TEST(errors, devices) {
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "");
     NK_CHECK(kind_of([&] { normkit::row_norm_forward(a); }) == ErrorKind::Runtime)
         << "no GPU is not the caller's fault: expected ErrorKind::Runtime";
+  }
+}
+
+// On the device: a host array among device ones is a mismatch naming it; a device index
+// that does not exist is a clear error naming x, not a CUDA error from deep inside.
+NK_TEST(errors_cuda, devices) {
+  if (!normkit::cuda_available()) NK_SKIP("no CUDA device (and not the emulation build)");
+  CudaScope scope(true);
+  Fixture fx;
+  {
+    TensorView y = *fx.y.ptr();
+    y.device = normkit::DeviceType::CPU;
+    RowNormForwardArgs a = fx.fwd();
+    a.y = &y;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "out");
+  }
+  {
+    TensorView w = *fx.w.ptr();
+    w.device_index = 1;  // another device than x's
+    RowNormForwardArgs a = fx.fwd();
+    a.weight = &w;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "weight");
+  }
+  {
+    // Every array on a device index past the last device.
+    std::vector<TensorView> views;
+    RowNormForwardArgs a = fx.fwd();
+    const TensorView* RowNormForwardArgs::*members[] = {
+        &RowNormForwardArgs::x,      &RowNormForwardArgs::residual,
+        &RowNormForwardArgs::x_bias, &RowNormForwardArgs::weight,
+        &RowNormForwardArgs::bias,   &RowNormForwardArgs::y,
+        &RowNormForwardArgs::residual_out, &RowNormForwardArgs::mean,
+        &RowNormForwardArgs::rstd};
+    views.reserve(9);
+    for (auto m : members) {
+      TensorView v = *(a.*m);
+      v.device_index = 1000;
+      views.push_back(v);
+      a.*m = &views.back();
+    }
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "x: is on cuda:1000");
+    NK_CHECK(kind_of([&] { normkit::row_norm_forward(a); }) == ErrorKind::Value);
   }
 }
 

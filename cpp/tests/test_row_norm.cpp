@@ -76,14 +76,15 @@ std::vector<Case> variants(NormKind kind, DType dt, int64_t H) {
   return v;
 }
 
-void sweep(DType dt) {
+void sweep(DType dt, bool cuda) {
   RuntimeGuard guard;
   uint64_t seed = 1000 + uint64_t(dt);
-  for (const std::string& isa : normkit::available_cpu_isas()) {
-    normkit::set_cpu_isa(isa);
+  for (const Target& t : targets(cuda)) {
+    t.use();
     for (NormKind kind : {NormKind::Layer, NormKind::RMS})
       for (int64_t H : kHs)
-        for (const Case& c : variants(kind, dt, H)) {
+        for (Case c : variants(kind, dt, H)) {
+          c.cuda = t.cuda;
           Run run;
           run_case(c, ++seed, run);
           check_run(c, run);
@@ -91,22 +92,46 @@ void sweep(DType dt) {
   }
 }
 
+void extreme_shapes(bool cuda);
+void two_normalized_dims(bool cuda);
+void in_place(bool cuda);
+void zero_rows(bool cuda);
+void large_mean_float32(bool cuda);
+void nan_propagates_within_its_row(bool cuda);
+
 }  // namespace
 
-NK_TEST(row_norm, float32) { sweep(DType::Float32); }
-NK_TEST(row_norm, float64) { sweep(DType::Float64); }
-NK_TEST(row_norm, float16) { sweep(DType::Float16); }
-NK_TEST(row_norm, bfloat16) { sweep(DType::BFloat16); }
+// Each test runs on every CPU ISA (group row_norm) and on the CUDA backend (row_norm_cuda).
+#define ROW_NORM_TEST(name, call)                   \
+  NK_TEST(row_norm, name) { call(false); }          \
+  NK_TEST(row_norm_cuda, name) {                    \
+    require_cuda();                                 \
+    call(true);                                     \
+  }
+
+ROW_NORM_TEST(float32, [](bool cuda) { sweep(DType::Float32, cuda); })
+ROW_NORM_TEST(float64, [](bool cuda) { sweep(DType::Float64, cuda); })
+ROW_NORM_TEST(float16, [](bool cuda) { sweep(DType::Float16, cuda); })
+ROW_NORM_TEST(bfloat16, [](bool cuda) { sweep(DType::BFloat16, cuda); })
+ROW_NORM_TEST(extreme_shapes, extreme_shapes)
+ROW_NORM_TEST(two_normalized_dims, two_normalized_dims)
+ROW_NORM_TEST(in_place, in_place)
+ROW_NORM_TEST(zero_rows, zero_rows)
+ROW_NORM_TEST(large_mean_float32, large_mean_float32)
+ROW_NORM_TEST(nan_propagates_within_its_row, nan_propagates_within_its_row)
+
+namespace {
 
 // Rows longer than any cache-sized chunk, and the single-row / many-tiny-rows extremes.
-NK_TEST(row_norm, extreme_shapes) {
+void extreme_shapes(bool cuda) {
   RuntimeGuard guard;
   uint64_t seed = 77;
-  for (const std::string& isa : normkit::available_cpu_isas()) {
-    normkit::set_cpu_isa(isa);
+  for (const Target& t : targets(cuda)) {
+    t.use();
     for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
       for (NormKind kind : {NormKind::Layer, NormKind::RMS}) {
         Case c;
+        c.cuda = t.cuda;
         c.kind = kind;
         c.dt = dt;
         c.pdt = (dt == DType::Float64) ? dt : DType::Float32;
@@ -138,14 +163,15 @@ NK_TEST(row_norm, extreme_shapes) {
 }
 
 // normalized_ndim = 2: the row is [4, 25] and the parameters are shaped [4, 25].
-NK_TEST(row_norm, two_normalized_dims) {
+void two_normalized_dims(bool cuda) {
   RuntimeGuard guard;
   uint64_t seed = 500;
-  for (const std::string& isa : normkit::available_cpu_isas()) {
-    normkit::set_cpu_isa(isa);
+  for (const Target& t : targets(cuda)) {
+    t.use();
     for (DType dt : {DType::Float32, DType::BFloat16})
       for (NormKind kind : {NormKind::Layer, NormKind::RMS}) {
         Case c;
+        c.cuda = t.cuda;
         c.kind = kind;
         c.dt = dt;
         c.lead = {3, 2};
@@ -160,15 +186,16 @@ NK_TEST(row_norm, two_normalized_dims) {
 }
 
 // y written over x, and s over the residual (exact aliasing is allowed).
-NK_TEST(row_norm, in_place) {
+void in_place(bool cuda) {
   RuntimeGuard guard;
   uint64_t seed = 900;
-  for (const std::string& isa : normkit::available_cpu_isas()) {
-    normkit::set_cpu_isa(isa);
+  for (const Target& t : targets(cuda)) {
+    t.use();
     for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
       for (NormKind kind : {NormKind::Layer, NormKind::RMS})
         for (bool fused : {false, true}) {
           Case c;
+          c.cuda = t.cuda;
           c.kind = kind;
           c.dt = dt;
           c.pdt = (dt == DType::Float64) ? dt : DType::Float32;
@@ -185,9 +212,10 @@ NK_TEST(row_norm, in_place) {
 }
 
 // Zero rows: nothing to do, nothing written, no error.
-NK_TEST(row_norm, zero_rows) {
+void zero_rows(bool cuda) {
   for (DType dt : {DType::Float32, DType::BFloat16}) {
     Case c;
+    c.cuda = cuda;
     c.dt = dt;
     c.lead = {0};
     c.row = {8};
@@ -201,12 +229,13 @@ NK_TEST(row_norm, zero_rows) {
 // SPEC §0: x = 1e4 + N(0, 1) in float32 must give the float64 answer to 1e-4 relative
 // (here: max |y − y64| ≤ 1e-4·max |y64|). E[x²] − E[x]² in float32 gets garbage here, and
 // even a plain (x − mean)·rstd with a float32 mean is off by up to its half-ulp, 4.9e-4.
-NK_TEST(row_norm, large_mean_float32) {
+void large_mean_float32(bool cuda) {
   RuntimeGuard guard;
-  for (const std::string& isa : normkit::available_cpu_isas()) {
-    normkit::set_cpu_isa(isa);
+  for (const Target& t : targets(cuda)) {
+    t.use();
     for (int64_t H : {17, 1000, 4097}) {
       Case c;
+      c.cuda = t.cuda;
       c.dt = DType::Float32;
       c.lead = {4};
       c.row = {H};
@@ -244,12 +273,12 @@ NK_TEST(row_norm, large_mean_float32) {
 }
 
 // NaN and Inf in x are data: they make their own row NaN and leave the other rows alone.
-NK_TEST(row_norm, nan_propagates_within_its_row) {
+void nan_propagates_within_its_row(bool cuda) {
   RuntimeGuard guard;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();
-  for (const std::string& isa : normkit::available_cpu_isas()) {
-    normkit::set_cpu_isa(isa);
+  for (const Target& t : targets(cuda)) {
+    t.use();
     for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
       for (NormKind kind : {NormKind::Layer, NormKind::RMS})
         for (int64_t H : {5, 33, 1000}) {
@@ -268,7 +297,10 @@ NK_TEST(row_norm, nan_propagates_within_its_row) {
           f.eps = 1e-5;
           f.x = x.ptr();
           f.y = y.ptr();
-          normkit::row_norm_forward(f);
+          {
+            OnDevice dev(cuda, {&x, &y});
+            normkit::row_norm_forward(f);
+          }
           RefForward rf;
           rf.kind = kind;
           rf.rows = 4;
@@ -278,7 +310,7 @@ NK_TEST(row_norm, nan_propagates_within_its_row) {
           const RefForwardOut fo = ref_forward(rf);
           const std::vector<double> vy = y.values();
           const std::string desc = std::string(normkit::dtype_name(dt)) + " H=" +
-                                   std::to_string(H) + " isa=" + isa +
+                                   std::to_string(H) + " on=" + t.name() +
                                    (kind == NormKind::RMS ? " rms" : " layer");
           for (int64_t r : {1, 2}) {
             int64_t not_nan = 0;
@@ -301,3 +333,5 @@ NK_TEST(row_norm, nan_propagates_within_its_row) {
         }
   }
 }
+
+}  // namespace

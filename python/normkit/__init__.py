@@ -57,17 +57,20 @@ def available_cpu_isas() -> list:
 
 
 def cuda_available() -> bool:
-    """True when the CUDA backend is compiled in and a GPU is present."""
+    """True when the CUDA backend is compiled in and a GPU is present (in the emulation
+    build: an emulated one)."""
     return bool(_core.cuda_available())
 
 
 def build_info() -> dict:
-    """How this copy of normkit was built."""
+    """How this copy of normkit was built. ``"cuda"`` is True (CUDA backend compiled in),
+    False, or ``"emulated"`` in the test-only build whose CUDA backend runs on the CPU under
+    the SIMT emulator of ``cuda/emu`` (never a release build)."""
     return {
         "version": __version__,
         "cpu_isas": list(_core.compiled_cpu_isas()),
         "cpu_isa": _core.cpu_isa(),
-        "cuda": bool(_core.cuda_compiled()),
+        "cuda": "emulated" if _core.cuda_emulated() else bool(_core.cuda_compiled()),
         "cuda_archs": [a for a in _core.cuda_architectures().split(";") if a],
         "compiler": _core.compiler_info(),
     }

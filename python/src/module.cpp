@@ -139,6 +139,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("compiled_cpu_isas", &normkit::compiled_cpu_isas);
   m.def("cuda_available", &normkit::cuda_available);
   m.def("cuda_compiled", &normkit::cuda_compiled);
+  m.def("cuda_emulated", &normkit::cuda_emulated);
   m.def("cuda_architectures", &normkit::cuda_architectures);
   m.def("compiler_info", &normkit::compiler_info);
   m.attr("__version__") = NORMKIT_VERSION_STRING;

@@ -27,6 +27,9 @@ NORMKIT_API std::vector<std::string> compiled_cpu_isas();
 // True when the CUDA backend is compiled in and a device is present.
 NORMKIT_API bool cuda_available();
 NORMKIT_API bool cuda_compiled();
+// True in the test-only emulation build (CMake NORMKIT_CUDA_EMULATION): the CUDA backend runs
+// on the CPU under cuda/emu's SIMT emulator. Never true in a release build.
+NORMKIT_API bool cuda_emulated();
 NORMKIT_API std::string cuda_architectures();  // e.g. "75;80;86;89;90", "" without CUDA
 NORMKIT_API std::string compiler_info();
 
