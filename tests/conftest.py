@@ -6,7 +6,11 @@
   the ISA can opt out with ``@pytest.mark.any_isa`` (it then runs once, on the default ISA).
 - `device` ("cpu", "cuda"): a test that takes it runs on the CPU with NumPy arrays and, when
   torch sees a GPU and normkit was built with CUDA, again with torch CUDA tensors (same
-  assertions). CUDA runs are not repeated per CPU ISA.
+  assertions). In the emulation build (``build_info()["cuda"] == "emulated"``, CMake
+  ``NORMKIT_CUDA_EMULATION``) the CUDA cases run too, on NumPy arrays presented as CUDA
+  device memory through DLPack (tests/emucuda.py); tests that need torch CUDA tensors
+  themselves (the torch modules, torch.compile) still skip there. CUDA runs are not repeated
+  per CPU ISA.
 - `lib`: the reference.Lib that builds arrays for `device`.
 """
 
@@ -36,17 +40,22 @@ except Exception:  # normkit missing or broken: the tests report it when they im
     _ISAS = ["default"]
 
 
-def _cuda_usable() -> bool:
+def _cuda_mode():
+    """"gpu" (torch sees a GPU and normkit has CUDA), "emulated" (the emulation build: NumPy
+    arrays presented as device memory, tests/emucuda.py), or None (CUDA cases skip)."""
     if _nk is None:
-        return False
+        return None
+    if _nk.build_info().get("cuda") == "emulated":
+        return "emulated"
     try:
         import torch
     except ImportError:
-        return False
-    return bool(torch.cuda.is_available() and _nk.cuda_available())
+        return None
+    return "gpu" if torch.cuda.is_available() and _nk.cuda_available() else None
 
 
-CUDA = _cuda_usable()
+CUDA_MODE = _cuda_mode()
+CUDA = CUDA_MODE is not None
 
 
 def pytest_configure(config):
@@ -100,14 +109,21 @@ def cpu_isa(request):
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request):
     if request.param == "cuda" and not CUDA:
-        pytest.skip("CUDA: needs torch.cuda.is_available() and normkit.cuda_available()")
+        pytest.skip("CUDA: needs torch.cuda.is_available() and normkit.cuda_available(), "
+                    "or the emulation build")
     return request.param
+
+
+def cuda_lib():
+    """The array library of the CUDA cases: torch CUDA tensors on a GPU; in the emulation build
+    NumPy arrays presented as device memory (tests/emucuda.py)."""
+    return Lib("torch", "cuda") if CUDA_MODE == "gpu" else Lib("emu", "cuda")
 
 
 @pytest.fixture
 def lib(device):
-    """NumPy on the CPU, torch tensors on CUDA."""
-    return Lib("numpy") if device == "cpu" else Lib("torch", "cuda")
+    """NumPy on the CPU, torch tensors (or emulated device arrays) on CUDA."""
+    return Lib("numpy") if device == "cpu" else cuda_lib()
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
+import emucuda
+
 # ---------------------------------------------------------------------------------------------
 # 1. dtypes and tolerances
 # ---------------------------------------------------------------------------------------------
@@ -569,11 +571,19 @@ def to_f64(a) -> np.ndarray:
 
 
 class Lib:
-    """Builds arrays of one array library (NumPy, or torch on `device`) from float64 values."""
+    """Builds arrays of one array library (NumPy, or torch on `device`) from float64 values.
+
+    ``Lib("emu", "cuda")`` is the emulation build's CUDA library: every array is a NumPy
+    array built as NumPy's and then presented as device memory (``emucuda.EmuCudaArray``)."""
+
+    def __new__(cls, name: str = "numpy", device: str = "cpu"):
+        if cls is Lib and name == "emu":
+            return super().__new__(EmuLib)
+        return super().__new__(cls)
 
     def __init__(self, name: str = "numpy", device: str = "cpu"):
-        assert name in ("numpy", "torch")
-        assert name == "torch" or device == "cpu"
+        assert name in ("numpy", "torch", "emu")
+        assert name == "torch" or device == "cpu" or (name == "emu" and device == "cuda")
         self.name, self.device = name, device
 
     def __repr__(self):
@@ -694,3 +704,34 @@ def ids(values, name=""):
 
 def row_count(shape, nd):
     return int(math.prod(shape[: len(shape) - nd]))
+
+
+class EmuLib(Lib):
+    """NumPy arrays presented as CUDA memory for the emulation build (tests/emucuda.py): the
+    same layouts as NumPy's, each array wrapped after it is built."""
+
+    def __init__(self, name: str = "emu", device: str = "cuda"):
+        super().__init__("emu", "cuda")
+        self._np = Lib("numpy")
+
+    def __repr__(self):
+        return "Lib(emulated cuda)"
+
+    def asarray(self, a64, dtype: str):
+        return emucuda.wrap(self._np.asarray(a64, dtype))
+
+    def full(self, shape, value, dtype: str):
+        return emucuda.wrap(self._np.full(shape, value, dtype))
+
+    def is_array(self, a) -> bool:
+        return isinstance(a, emucuda.EmuCudaArray)
+
+    def shares_memory(self, a, b) -> bool:
+        return np.shares_memory(np.asarray(a), np.asarray(b))
+
+    def layout(self, a64, dtype: str, layout: str, nd: int, *, fill=float("nan")):
+        return emucuda.wrap(self._np.layout(a64, dtype, layout, nd, fill=fill))
+
+    def nan_out(self, shape, dtype: str, nd: int):
+        view, buf = self._np.nan_out(shape, dtype, nd)
+        return emucuda.wrap(view), emucuda.wrap(buf)

@@ -391,10 +391,10 @@ def test_failed_call_leaves_out_untouched():
     np.testing.assert_array_equal(out, 7.0)
 
 
-def test_mixed_devices():
+def test_mixed_devices_torch():
     torch = pytest.importorskip("torch")
     if not (torch.cuda.is_available() and nk.cuda_available()):
-        pytest.skip("needs CUDA")
+        pytest.skip("needs torch CUDA tensors (a GPU); the emulation build runs test_mixed_devices")
     x = torch.randn(4, 8, device="cuda")
     with pytest.raises(ValueError, match="weight"):
         nk.layer_norm(x, weight=torch.ones(8))
@@ -408,3 +408,26 @@ def test_mixed_devices():
         nk.rms_norm(x, out=torch.empty(4, 8))
     with pytest.raises(ValueError, match="mean|rstd"):
         nk.layer_norm_backward(x, x, torch.zeros(4), torch.ones(4, device="cuda"))
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("device", ["cuda"], indirect=True)
+def test_mixed_devices(device, lib):
+    """CUDA arrays (torch on a GPU, emulated device arrays in the emulation build) mixed with
+    NumPy ones: the error names the argument on the other device."""
+    rng = np.random.default_rng(0)
+    x = lib.asarray(rng.standard_normal((4, 8)), "float32")
+    w = lib.asarray(np.ones(8), "float32")
+    with pytest.raises(ValueError, match="weight"):
+        nk.layer_norm(x, weight=np.ones(8, F32))
+    with pytest.raises(ValueError, match="residual"):
+        nk.add_layer_norm(x, rng.standard_normal((4, 8)).astype(F32))
+    with pytest.raises(ValueError, match="weight"):
+        nk.layer_norm(X, weight=w)
+    with pytest.raises(ValueError, match="out"):
+        nk.rms_norm(x, out=np.empty((4, 8), F32))
+    with pytest.raises(ValueError, match="mean|rstd"):
+        nk.layer_norm_backward(x, x, np.zeros(4, F32), lib.asarray(np.ones(4), "float32"))
+    # and the CUDA call itself works with everything on the device
+    y = nk.layer_norm(x, weight=w)
+    assert lib.is_array(y)

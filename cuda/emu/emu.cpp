@@ -81,8 +81,8 @@ long env_long(const char* name, long fallback, long lo, long hi) {
   return x;
 }
 
-const Settings& settings() {
-  static const Settings s = [] {
+Settings& mutable_settings() {
+  static Settings s = [] {
     Settings r;
     if (const char* p = std::getenv("NK_EMU_SCHEDULE"); p != nullptr && *p != 0) {
       const std::string v = p;
@@ -106,6 +106,17 @@ const Settings& settings() {
   }();
   return s;
 }
+const Settings& settings() { return mutable_settings(); }
+
+const char* policy_name(Policy p) {
+  switch (p) {
+    case Policy::Lowest: return "lowest";
+    case Policy::Highest: return "highest";
+    case Policy::RoundRobin: return "roundrobin";
+    case Policy::Random: return "random";
+  }
+  return "?";
+}
 
 // ---------------------------------------------------------------------------------------
 // Errors: the last one, as cudaGetLastError returns it and cudaGetErrorString describes it.
@@ -121,13 +132,21 @@ cudaError_t set_error(cudaError_t e, const std::string& msg) {
   return e;
 }
 
-std::string format(const char* fmt, ...) {
-  char buf[1024];
+// A formatted message in a fixed buffer: messages are built on a fiber's stack, and a fiber
+// that breaks a rule is abandoned mid-call (never resumed), so they must not own heap memory.
+struct Msg {
+  char text[1536];
+  const char* c_str() const { return text; }
+  operator std::string() const { return text; }
+};
+
+Msg format(const char* fmt, ...) {
+  Msg m;
   va_list ap;
   va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  std::vsnprintf(m.text, sizeof m.text, fmt, ap);
   va_end(ap);
-  return buf;
+  return m;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -314,6 +333,7 @@ struct Block {
 };
 
 Block* g_block = nullptr;  // the block being run (one at a time)
+bool g_stacks_dirty = false;  // a block was abandoned: its fibers' stacks hold stale frames
 std::vector<Stack> g_stack_pool;
 
 void set_runnable(Block& b, int i, bool on) {
@@ -322,7 +342,7 @@ void set_runnable(Block& b, int i, bool on) {
   w = on ? (w | bit) : (w & ~bit);
 }
 
-std::string where(const Block& b, const Thread& t) {
+Msg where(const Block& b, const Thread& t) {
   return format("block (%u,%u,%u) thread (%u,%u,%u)", b.block_idx.x, b.block_idx.y,
                 b.block_idx.z, t.tid.x, t.tid.y, t.tid.z);
 }
@@ -356,9 +376,9 @@ void leave_thread(Block& b, Thread& t, bool forever) {
 }
 
 // Records a rule violation of the running thread and never returns to it.
-[[noreturn]] void fail_in_thread(Block& b, Thread& t, const std::string& msg) {
+[[noreturn]] void fail_in_thread(Block& b, Thread& t, const Msg& msg) {
   b.failed = true;
-  b.error = msg;
+  b.error = msg.c_str();  // owned by the block, which outlives the abandoned fiber
   if (settings().abort_on_error) {
     std::fprintf(stderr, "%s\n", msg.c_str());
     std::abort();
@@ -402,6 +422,11 @@ void thread_main(void* arg) {
 }
 
 Thread& self() { return g_block->threads[size_t(g_block->current)]; }
+
+// Two call sites are the same file:line (the same __FILE__ literal is usually one pointer).
+inline bool same_site(const char* f1, int l1, const char* f2, int l2) {
+  return l1 == l2 && (f1 == f2 || std::strcmp(f1, f2) == 0);
+}
 
 void require_in_kernel(const char* what, const char* file, int line) {
   if (g_block == nullptr || g_block->current < 0) {
@@ -463,7 +488,8 @@ std::string diagnose_deadlock(const Block& b) {
       missing += format(" lane %d %s;", lane,
                         o.state == State::Barrier
                             ? format("waits at __syncthreads() at %s:%d", o.file, o.line).c_str()
-                            : "has exited");
+                            : "has exited")
+                     .c_str();
     }
     return format("nk_emu: %s:%d: %s(mask 0x%08x) can never complete (%s):%s", t.file, t.line,
                   op_name(t.op), t.mask, where(b, t).c_str(), missing.c_str());
@@ -515,19 +541,24 @@ cudaError_t run_block(Block& b) {
   b.barrier_file = nullptr;
   b.current = b.last_run = -1;
   std::fill(b.runnable.begin(), b.runnable.end(), 0);
+  const bool dirty = g_stacks_dirty;
   for (int i = 0; i < n; ++i) {
     Thread& t = b.threads[size_t(i)];
     t.linear = i;
     t.tid = uint3{unsigned(i) % bd.x, (unsigned(i) / bd.x) % bd.y, unsigned(i) / (bd.x * bd.y)};
     t.state = State::Runnable;
 #if defined(NK_EMU_ASAN)
-    // A stack abandoned mid-kernel (a failed block) may keep stale frame poison.
-    __asan_unpoison_memory_region(t.stack.base, t.stack.size);
+    // A stack abandoned mid-kernel (a failed block) keeps the redzones of frames that never
+    // returned; clear them before reuse. (A thread that returned from the kernel leaves only
+    // thread_main's own frames, which the next thread rebuilds at the same addresses.)
+    if (dirty) __asan_unpoison_memory_region(t.stack.base, t.stack.size);
     t.fake_stack = nullptr;
 #endif
     make_context(t.ctx, t.stack, &thread_main, &t);
     set_runnable(b, i, true);
   }
+  // Only the stacks in use were cleaned; the pool's others are cleaned when next used.
+  if (dirty && size_t(n) >= g_stack_pool.size()) g_stacks_dirty = false;
   for (;;) {
     const int i = pick(b);
     if (i < 0) {
@@ -540,11 +571,29 @@ cudaError_t run_block(Block& b) {
       enter_thread(b, t);
       if (t.state != State::Runnable) set_runnable(b, i, false);
     }
-    if (b.failed) return set_error(cudaErrorLaunchFailure, b.error);
+    if (b.failed) {
+      g_stacks_dirty = true;
+      return set_error(cudaErrorLaunchFailure, b.error);
+    }
   }
 }
 
 }  // namespace
+
+const char* set_schedule_for_testing(const char* policy) {
+  Settings& s = mutable_settings();
+  const char* previous = policy_name(s.policy);
+  const std::string v = policy;
+  if (v == "lowest") s.policy = Policy::Lowest;
+  else if (v == "highest") s.policy = Policy::Highest;
+  else if (v == "roundrobin") s.policy = Policy::RoundRobin;
+  else if (v == "random") s.policy = Policy::Random;
+  else {
+    std::fprintf(stderr, "nk_emu: set_schedule_for_testing(%s): unknown policy\n", policy);
+    std::abort();
+  }
+  return previous;
+}
 
 // ---------------------------------------------------------------------------------------
 // Collectives (called from the running thread)
@@ -559,7 +608,7 @@ void syncthreads(const char* file, int line) {
                           "the block exited (%d of %d): it can never complete",
                           file, line, where(b, t).c_str(), b.exited, b.nthreads));
   }
-  if (b.at_barrier > 0 && (b.barrier_line != line || std::strcmp(b.barrier_file, file) != 0)) {
+  if (b.at_barrier > 0 && !same_site(b.barrier_file, b.barrier_line, file, line)) {
     fail_in_thread(b, t,
                    format("nk_emu: %s:%d: __syncthreads() reached by %s while other threads of "
                           "the block wait at the __syncthreads() at %s:%d",
@@ -592,8 +641,9 @@ void syncthreads(const char* file, int line) {
       set_runnable(b, o.linear, true);
     }
     t.state = State::Runnable;
-    return;  // the last arriver goes on without a switch
   }
+  // Back to the scheduler also when this thread released the barrier: which thread goes on
+  // first is the policy's choice, not the last arriver's privilege.
   leave_thread(b, t, false);
 }
 
@@ -635,7 +685,14 @@ uint64_t warp_collective(WarpOp op, const char* file, int line, unsigned mask, u
                                   o.line));
     }
     if (o.state == State::Warp) {
-      if (o.line != line || std::strcmp(o.file, file) != 0 || o.mask != mask || o.op != op) {
+      const bool same = same_site(o.file, o.line, file, line) && o.mask == mask && o.op == op;
+      if (!same && !((o.mask >> lane) & 1)) {
+        // Lane l waits in a collective of its own that does not name this lane (e.g. the
+        // other half-warp's): it completes without us, and l comes here after.
+        all_here = false;
+        continue;
+      }
+      if (!same) {
         fail_in_thread(b, t, format("nk_emu: %s:%d: %s(mask 0x%08x) by lane %d (%s) while lane "
                                     "%d waits at %s(mask 0x%08x) at %s:%d: the lanes of one "
                                     "mask must meet at the same call site with the same mask",
@@ -658,7 +715,8 @@ uint64_t warp_collective(WarpOp op, const char* file, int line, unsigned mask, u
     leave_thread(b, t, false);
     return t.result;
   }
-  // Every lane of the mask is here: compute each one's result.
+  // Every lane of the mask is here (this one last). Releasing happens below; then, as at a
+  // barrier, the scheduler picks who goes on.
   uint64_t ballot = 0;
   for (int l = 0; l < 32; ++l)
     if ((mask >> l) & 1) ballot |= uint64_t(b.threads[size_t(warp0 + l)].value != 0) << l;
@@ -697,7 +755,8 @@ uint64_t warp_collective(WarpOp op, const char* file, int line, unsigned mask, u
     o.state = State::Runnable;
     set_runnable(b, o.linear, true);
   }
-  return t.result;  // the last arriver goes on without a switch
+  leave_thread(b, t, false);
+  return t.result;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -752,7 +811,7 @@ cudaError_t run_grid(const char* kernel_name, dim3 grid, dim3 block, size_t dyna
     g_coords.block_idx = bi;
     err = run_block(b);
     if (err != cudaSuccess) {
-      t_last_message = format("%s (launch of %s)", t_last_message.c_str(), kernel_name);
+      t_last_message = format("%s (launch of %s)", t_last_message.c_str(), kernel_name).c_str();
       break;
     }
   }

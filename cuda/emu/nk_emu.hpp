@@ -96,6 +96,11 @@ inline int vote(WarpOp op, const char* file, int line, unsigned mask, int pred) 
   return int(warp_collective(op, file, line, mask, pred != 0, 0, 32));
 }
 
+// For the emulator's own self-tests (cuda/emu/tests): switch the scheduling policy at run
+// time ("lowest", "highest", "roundrobin", "random"); returns the previous one. Everything
+// else reads NK_EMU_SCHEDULE once.
+const char* set_schedule_for_testing(const char* policy);
+
 // ---------------------------------------------------------------------------------------
 // Launch (host side)
 // ---------------------------------------------------------------------------------------
