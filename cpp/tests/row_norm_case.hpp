@@ -40,6 +40,7 @@ struct Case {
   bool backward = true;
   bool user_workspace = false;
   bool cuda = false;     // every array on the CUDA device (real or emulated)
+  int dx_alias = 0;      // backward: 0 own dx; 1 dx written over dy; 2 dx written over x
   double eps = 1e-5, weight_offset = 0.0, residual_scale = 1.0;
   double x_mean = 0.0, x_sd = 1.0;
 
@@ -77,7 +78,8 @@ struct Case {
     os << ") pad=" << pad << " misalign=" << misalign << (weight ? " w" : "") << (bias ? " b" : "")
        << (fused ? " fused" : "") << (x_bias ? " x_bias" : "") << (store_s ? " store_s" : "")
        << (ds ? " ds" : "") << (stats ? "" : " nostats") << (in_place ? " in_place" : "")
-       << (user_workspace ? " user_ws" : "") << " eps=" << eps << " offset=" << weight_offset
+       << (user_workspace ? " user_ws" : "")
+       << (dx_alias == 1 ? " dx_over_dy" : dx_alias == 2 ? " dx_over_x" : "") << " eps=" << eps << " offset=" << weight_offset
        << " rscale=" << residual_scale;
     if (cuda)
       os << " on=cuda";
@@ -260,7 +262,7 @@ inline void run_case(const Case& c, uint64_t seed, Run& run) {
 
   run.dy = rows_array(c, c.dt);
   run.vdy = run.dy.fill_normal(rng);
-  run.dx = rows_array(c, c.dt);
+  if (c.dx_alias == 0) run.dx = rows_array(c, c.dt);
   normkit::RowNormBackwardArgs b;
   b.kind = c.kind;
   b.normalized_ndim = int(c.row.size());
@@ -270,7 +272,7 @@ inline void run_case(const Case& c, uint64_t seed, Run& run) {
   b.x = run.bx.ptr();
   b.mean = mean;
   b.rstd = rstd;
-  b.dx = run.dx.ptr();
+  b.dx = (c.dx_alias == 1 ? run.dy : c.dx_alias == 2 ? run.bx : run.dx).ptr();
   if (c.weight) {
     b.weight = run.w.ptr();
     run.dw = param_array(c);
@@ -429,8 +431,9 @@ inline void check_run(const Case& c, Run& run) {
   if (c.weight) rb.weight = &run.vw;
   const RefBackwardOut bo = ref_backward(rb);
 
-  NK_CHECK_CLOSE_MAG("dx", run.dx.values(), bo.dx, tol, &bo.dx_mag, desc);
-  NK_CHECK_PADDING(run.dx, "dx", desc);
+  HostArray& dx = c.dx_alias == 1 ? run.dy : c.dx_alias == 2 ? run.bx : run.dx;
+  NK_CHECK_CLOSE_MAG("dx", dx.values(), bo.dx, tol, &bo.dx_mag, desc);
+  NK_CHECK_PADDING(dx, "dx", desc);
   if (c.weight) {
     NK_CHECK_CLOSE_MAG("dweight", run.dw.values(), bo.dweight, ptol, &bo.dweight_mag, desc);
     NK_CHECK_PADDING(run.dw, "dweight", desc);

@@ -96,6 +96,7 @@ void extreme_shapes(bool cuda);
 void two_normalized_dims(bool cuda);
 void in_place(bool cuda);
 void zero_rows(bool cuda);
+void backward_in_place(bool cuda);
 void large_mean_float32(bool cuda);
 void nan_propagates_within_its_row(bool cuda);
 
@@ -117,6 +118,7 @@ ROW_NORM_TEST(extreme_shapes, extreme_shapes)
 ROW_NORM_TEST(two_normalized_dims, two_normalized_dims)
 ROW_NORM_TEST(in_place, in_place)
 ROW_NORM_TEST(zero_rows, zero_rows)
+ROW_NORM_TEST(backward_in_place, backward_in_place)
 ROW_NORM_TEST(large_mean_float32, large_mean_float32)
 ROW_NORM_TEST(nan_propagates_within_its_row, nan_propagates_within_its_row)
 
@@ -208,6 +210,35 @@ void in_place(bool cuda) {
           run_case(c, ++seed, run);
           check_run(c, run);
         }
+  }
+}
+
+// dx written over dy, or over x (exact aliases are allowed): the parameter gradients, which
+// read dy and x, must still see them (the CUDA backward then takes its split path, also for
+// rows of one segment; Note [Order of the backward passes] in cuda/row_norm.cu).
+void backward_in_place(bool cuda) {
+  RuntimeGuard guard;
+  uint64_t seed = 1300;
+  for (const Target& t : targets(cuda)) {
+    t.use();
+    for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
+      for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+        for (int alias : {1, 2})
+          for (int64_t H : {33, 1000, 9000}) {
+            Case c;
+            c.cuda = t.cuda;
+            c.kind = kind;
+            c.dt = dt;
+            c.pdt = (dt == DType::Float64) ? dt : DType::Float32;
+            c.lead = {3};
+            c.row = {H};
+            c.pad = 1;
+            c.fused = c.x_bias = c.ds = true;  // dresidual and dx_bias too
+            c.dx_alias = alias;
+            Run run;
+            run_case(c, ++seed, run);
+            check_run(c, run);
+          }
   }
 }
 

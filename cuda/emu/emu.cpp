@@ -122,10 +122,12 @@ const char* policy_name(Policy p) {
 // Errors: the last one, as cudaGetLastError returns it and cudaGetErrorString describes it.
 // ---------------------------------------------------------------------------------------
 thread_local cudaError_t t_last_error = cudaSuccess;
+thread_local cudaError_t t_message_error = cudaSuccess;  // the code t_last_message describes
 thread_local std::string t_last_message;
 
 cudaError_t set_error(cudaError_t e, const std::string& msg) {
   t_last_error = e;
+  t_message_error = e;
   t_last_message = msg;
   std::fprintf(stderr, "%s\n", msg.c_str());
   std::fflush(stderr);
@@ -831,7 +833,7 @@ std::map<uintptr_t, size_t>& allocations() {
   return m;
 }
 
-int g_device = 0;
+thread_local int g_device = 0;  // the current device is per host thread, as in CUDA
 
 cudaError_t check_device(int d) {
   if (d < 0 || d >= settings().devices)
@@ -880,7 +882,8 @@ const char* cudaGetErrorName(cudaError_t e) {
 
 const char* cudaGetErrorString(cudaError_t e) {
   // The emulator's own description of the last failure, file:line included.
-  if (e != cudaSuccess && !t_last_message.empty()) return t_last_message.c_str();
+  if (e != cudaSuccess && e == t_message_error && !t_last_message.empty())
+    return t_last_message.c_str();
   return e == cudaSuccess ? "no error" : cudaGetErrorName(e);
 }
 
