@@ -431,3 +431,93 @@ def test_mixed_devices(device, lib):
     # and the CUDA call itself works with everything on the device
     y = nk.layer_norm(x, weight=w)
     assert lib.is_array(y)
+
+
+# ---------------------------------------------------------------------------------------
+# The binding's boundary
+# ---------------------------------------------------------------------------------------
+
+
+def test_byte_misaligned_numpy_data_is_never_read_in_place():
+    """np.frombuffer at an odd offset gives a float32 array whose data is not 4-byte aligned.
+    The core refuses it with a clear error naming it (never dereferences it); the functional
+    API copies such inputs and writes such an out= through an aligned copy
+    (test_row_norms.test_byte_misaligned_numpy_arrays checks the values)."""
+    from normkit import _core
+
+    buf = np.zeros(4 * 8 * 4 + 1, np.uint8)
+    x = np.frombuffer(buf.data, dtype=F32, count=32, offset=1).reshape(4, 8)
+    assert x.ctypes.data % 4 == 1
+    y = np.empty((4, 8), F32)
+    with pytest.raises(ValueError, match=r"x: data .* not aligned"):
+        _core.row_norm_forward(_core.NormKind.layer, 1, 1e-5, 0.0, 1.0, x, None, None, None,
+                               None, y, None, None, None)
+    out = np.frombuffer(bytearray(4 * 32 + 1), dtype=F32, count=32, offset=1).reshape(4, 8)
+    with pytest.raises(ValueError, match=r"out: data .* not aligned"):
+        _core.row_norm_forward(_core.NormKind.rms, 1, 1e-5, 0.0, 1.0, X, None, None, None,
+                               None, out, None, None, None)
+    assert nk.rms_norm(X, out=out) is out
+    np.testing.assert_allclose(out, nk.rms_norm(X), rtol=1e-6)
+
+
+class _CopiedExport:
+    """A CPU array whose DLPack export says it is a copy (DLPACK_FLAG_BITMASK_IS_COPIED):
+    writing into it would be lost to the caller."""
+
+    def __init__(self, a):
+        self.a = a
+        self.shape, self.dtype, self.ndim = a.shape, a.dtype, a.ndim
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        import ctypes
+
+        cap = self.a.__dlpack__(max_version=(1, 0))
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        p = get(cap, b"dltensor_versioned")
+        flags = ctypes.c_uint64.from_address(p + 24)  # after version, manager_ctx, deleter
+        flags.value |= 2
+        return cap
+
+
+def test_dlpack_copy_is_never_used_as_out():
+    y = np.zeros((4, 8), F32)
+    with pytest.raises(ValueError, match="out: its DLPack export is a copy"):
+        nk.layer_norm(X, out=_CopiedExport(y))
+    with pytest.raises(ValueError, match="dx: its DLPack export is a copy"):
+        from normkit import _core
+
+        _core.row_norm_backward(_core.NormKind.layer, 1, 0.0, 1.0, X, None, X, None,
+                                np.ones(4, F32), None, _CopiedExport(y), None, None, None, None)
+    # as an input it is fine: the copy is what is read
+    np.testing.assert_allclose(nk.layer_norm(_CopiedExport(X.copy())), nk.layer_norm(X))
+
+
+def test_out_with_autograd_raises_as_torch_does():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(4, 8, requires_grad=True)
+    out = torch.empty(4, 8)
+    with pytest.raises(RuntimeError, match="out=.*automatic differentiation"):
+        nk.layer_norm(x, out=out)
+    with pytest.raises(RuntimeError, match="out=.*automatic differentiation"):
+        nk.add_rms_norm(x.detach(), torch.randn(4, 8), torch.ones(8, requires_grad=True), out=out)
+    with pytest.raises(RuntimeError, match="out=.*automatic differentiation"):
+        nk.rms_norm(torch.randn(4, 8), out=torch.empty(4, 8, requires_grad=True))
+    with torch.no_grad():  # no graph to lose: fine, as in torch
+        nk.layer_norm(x, out=out)
+    np.testing.assert_allclose(out.numpy(), nk.layer_norm(x.detach().numpy()), rtol=1e-6)
+
+
+def test_norm_kind_crosses_the_binding_as_an_enum():
+    from normkit import _core
+
+    y = np.empty((4, 8), F32)
+    with pytest.raises(TypeError):
+        _core.row_norm_forward(7, 1, 1e-5, 0.0, 1.0, X, None, None, None, None, y, None, None,
+                               None)
+    _core.row_norm_forward(_core.NormKind.rms, 1, 1e-5, 0.0, 1.0, X, None, None, None, None, y,
+                           None, None, None)
+    np.testing.assert_allclose(y, nk.rms_norm(X, eps=1e-5), rtol=1e-6)

@@ -34,39 +34,10 @@ void check_kind(const char* op, NormKind kind) {
                                std::to_string(int(kind)));
 }
 
-// [lowest, highest] byte addresses a view touches (empty views touch nothing).
-bool extent(const TensorView& t, uintptr_t& lo, uintptr_t& hi) {
-  if (t.numel() == 0) return false;
-  int64_t min_off = 0, max_off = 0;
-  for (int i = 0; i < t.ndim; ++i) {
-    const int64_t span = (t.shape[i] - 1) * t.strides[i];
-    if (span < 0) min_off += span; else max_off += span;
-  }
-  const int64_t es = dtype_size(t.dtype);
-  lo = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(min_off * es);
-  hi = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(max_off * es + es - 1);
-  return true;
-}
-
-// An output may be exactly an input (same data, same strides) but must not partly overlap
-// it: the kernels read a row while writing it only element by element.
-void check_overlap(const char* op, const TensorView& out, const char* out_name,
-                   const TensorView* in, const char* in_name) {
-  if (in == nullptr) return;
-  uintptr_t a0, a1, b0, b1;
-  if (!extent(out, a0, a1) || !extent(*in, b0, b1)) return;
-  if (a1 < b0 || b1 < a0) return;
-  bool same = out.data == in->data && out.ndim == in->ndim && out.dtype == in->dtype;
-  for (int i = 0; same && i < out.ndim; ++i)
-    same = out.shape[i] == in->shape[i] && (out.shape[i] == 1 || out.strides[i] == in->strides[i]);
-  if (!same)
-    fail(ErrorKind::Value, std::string(op) + ": " + out_name + ": overlaps " + in_name +
-                               " in memory without being the same array (only an exact alias is allowed)");
-}
-
 Ctx make_ctx(const char* op, const TensorView& x, int nd) {
   detail::check_view(x, op, "x");
   detail::check_float_dtype(x, op, "x");
+  detail::check_aligned(x, op, "x");
   if (nd < 1 || nd > x.ndim)
     fail(ErrorKind::Value, std::string(op) + ": normalized_shape: expected 1.." +
                                std::to_string(x.ndim) + " trailing dims of x " + shape_str(x) +
@@ -90,6 +61,7 @@ void check_like_x(const Ctx& c, const TensorView& t, const TensorView& x, const 
     fail(ErrorKind::Type, std::string(c.op) + ": " + name + ": expected dtype " +
                               dtype_name(x.dtype) + " (the dtype of x), got " +
                               dtype_name(t.dtype));
+  detail::check_aligned(t, c.op, name);
   detail::check_same_device(t, x, c.op, name, "x");
   if (!detail::dims_compact(t, c.lead))
     fail(ErrorKind::Value, std::string(c.op) + ": " + name +
@@ -122,6 +94,7 @@ void check_param(const Ctx& c, const TensorView& t, const TensorView& x, const c
                                    ? " or float32"
                                    : "") +
                               " (x is " + dtype_name(x.dtype) + "), got " + dtype_name(t.dtype));
+  detail::check_aligned(t, c.op, name);
   detail::check_same_device(t, x, c.op, name, "x");
   if (!detail::dims_compact(t, 0))
     fail(ErrorKind::Value, std::string(c.op) + ": " + name + ": expected a contiguous array");
@@ -140,6 +113,7 @@ void check_stat(const Ctx& c, const TensorView& t, const TensorView& x, const ch
     fail(ErrorKind::Type, std::string(c.op) + ": " + name + ": expected dtype " +
                               dtype_name(stat_dtype(x.dtype)) + " for " + dtype_name(x.dtype) +
                               " x, got " + dtype_name(t.dtype));
+  detail::check_aligned(t, c.op, name);
   detail::check_same_device(t, x, c.op, name, "x");
   if (!detail::dims_compact(t, 0))
     fail(ErrorKind::Value, std::string(c.op) + ": " + name + ": expected a contiguous array");
@@ -185,14 +159,20 @@ void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
   for (const auto& [out, oname] : {std::pair{a.y, "out"}, std::pair{a.residual_out, "residual_out"},
                                    std::pair{a.mean, "mean"}, std::pair{a.rstd, "rstd"}}) {
     if (out == nullptr) continue;
-    check_overlap(op, *out, oname, a.x, "x");
-    check_overlap(op, *out, oname, a.weight, "weight");
-    check_overlap(op, *out, oname, a.bias, "bias");
-    check_overlap(op, *out, oname, a.x_bias, "x_bias");
-    if (out != a.residual_out) check_overlap(op, *out, oname, a.residual, "residual");
+    detail::check_overlap(op, *out, oname, a.x, "x");
+    detail::check_overlap(op, *out, oname, a.weight, "weight");
+    detail::check_overlap(op, *out, oname, a.bias, "bias");
+    detail::check_overlap(op, *out, oname, a.x_bias, "x_bias");
+    if (out != a.residual_out) detail::check_overlap(op, *out, oname, a.residual, "residual");
   }
-  if (a.residual_out) check_overlap(op, *a.residual_out, "residual_out", a.residual, "residual");
-  if (a.residual_out) check_overlap(op, *a.residual_out, "residual_out", a.y, "out");
+  if (a.residual_out) detail::check_overlap(op, *a.residual_out, "residual_out", a.residual, "residual");
+  {
+    // No two outputs share memory, not even as an exact alias (both would be written).
+    const TensorView* outs[] = {a.y, a.residual_out, a.mean, a.rstd};
+    const char* names[] = {"out", "residual_out", "mean",
+                           a.kind == NormKind::RMS ? "rrms" : "rstd"};
+    detail::check_disjoint_outputs(op, outs, names, 4);
+  }
 
   detail::RowNormProblem p;
   p.kind = a.kind;
@@ -280,23 +260,17 @@ detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ct
                                    std::pair{a.dweight, "dweight"}, std::pair{a.dbias, "dbias"},
                                    std::pair{a.dx_bias, "dx_bias"}}) {
     if (out == nullptr) continue;
-    check_overlap(op, *out, oname, a.dy, "dy");
-    check_overlap(op, *out, oname, a.ds, "ds");
-    check_overlap(op, *out, oname, a.x, "x");
-    check_overlap(op, *out, oname, a.mean, "mean");
-    check_overlap(op, *out, oname, a.rstd, "rstd");
-    check_overlap(op, *out, oname, a.weight, "weight");
+    detail::check_overlap(op, *out, oname, a.dy, "dy");
+    detail::check_overlap(op, *out, oname, a.ds, "ds");
+    detail::check_overlap(op, *out, oname, a.x, "x");
+    detail::check_overlap(op, *out, oname, a.mean, "mean");
+    detail::check_overlap(op, *out, oname, a.rstd, "rstd");
+    detail::check_overlap(op, *out, oname, a.weight, "weight");
   }
   {
     const TensorView* outs[] = {a.dx, a.dresidual, a.dweight, a.dbias, a.dx_bias};
     const char* names[] = {"dx", "dresidual", "dweight", "dbias", "dx_bias"};
-    for (int i = 0; i < 5; ++i)
-      for (int k = i + 1; k < 5; ++k)
-        if (outs[i] && outs[k]) {
-          uintptr_t a0, a1, b0, b1;
-          if (extent(*outs[i], a0, a1) && extent(*outs[k], b0, b1) && !(a1 < b0 || b1 < a0))
-            fail(ErrorKind::Value, std::string(op) + ": " + names[k] + ": overlaps " + names[i]);
-        }
+    detail::check_disjoint_outputs(op, outs, names, 5);
   }
 
   detail::RowNormBackwardProblem p;

@@ -69,6 +69,10 @@ std::string cuda_architectures() {
 #endif
 }
 
+void bench_copy(const void* src, void* dst, int64_t bytes, bool nontemporal) {
+  cpu::bench_copy(src, dst, bytes, nontemporal);
+}
+
 std::string compiler_info() {
   std::string s = NORMKIT_CXX_COMPILER;
 #if defined(NORMKIT_CUDA_COMPILER)

@@ -46,6 +46,15 @@ void check_float_dtype(const TensorView& t, const char* op, const char* name) {
                             ": expected dtype float32, float64, float16 or bfloat16");
 }
 
+void check_aligned(const TensorView& t, const char* op, const char* name) {
+  const int64_t es = dtype_size(t.dtype);
+  if (t.numel() != 0 && reinterpret_cast<uintptr_t>(t.data) % uintptr_t(es) != 0)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": data at address " +
+                               std::to_string(reinterpret_cast<uintptr_t>(t.data)) +
+                               " is not aligned to its " + std::to_string(es) +
+                               "-byte elements (pass an aligned copy)");
+}
+
 void check_writable(const TensorView& t, const char* op, const char* name) {
   if (t.readonly)
     fail(ErrorKind::Value, std::string(op) + ": " + name +
@@ -71,6 +80,45 @@ void check_finite(double v, const char* op, const char* name, bool nonneg) {
   if (nonneg && v < 0)
     fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected >= 0, got " +
                                std::to_string(v));
+}
+
+bool extent(const TensorView& t, uintptr_t& lo, uintptr_t& hi) {
+  if (t.numel() == 0) return false;
+  int64_t min_off = 0, max_off = 0;
+  for (int i = 0; i < t.ndim; ++i) {
+    const int64_t span = (t.shape[i] - 1) * t.strides[i];
+    if (span < 0) min_off += span; else max_off += span;
+  }
+  const int64_t es = dtype_size(t.dtype);
+  lo = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(min_off * es);
+  hi = reinterpret_cast<uintptr_t>(t.data) + uintptr_t(max_off * es + es - 1);
+  return true;
+}
+
+void check_overlap(const char* op, const TensorView& out, const char* out_name,
+                   const TensorView* in, const char* in_name) {
+  if (in == nullptr) return;
+  uintptr_t a0, a1, b0, b1;
+  if (!extent(out, a0, a1) || !extent(*in, b0, b1)) return;
+  if (a1 < b0 || b1 < a0) return;
+  bool same = out.data == in->data && out.ndim == in->ndim && out.dtype == in->dtype;
+  for (int i = 0; same && i < out.ndim; ++i)
+    same = out.shape[i] == in->shape[i] && (out.shape[i] == 1 || out.strides[i] == in->strides[i]);
+  if (!same)
+    fail(ErrorKind::Value, std::string(op) + ": " + out_name + ": overlaps " + in_name +
+                               " in memory without being the same array (only an exact alias is allowed)");
+}
+
+void check_disjoint_outputs(const char* op, const TensorView* const* outs,
+                            const char* const* names, int n) {
+  for (int i = 0; i < n; ++i)
+    for (int k = i + 1; k < n; ++k) {
+      if (outs[i] == nullptr || outs[k] == nullptr) continue;
+      uintptr_t a0, a1, b0, b1;
+      if (extent(*outs[i], a0, a1) && extent(*outs[k], b0, b1) && !(a1 < b0 || b1 < a0))
+        fail(ErrorKind::Value, std::string(op) + ": " + names[k] + ": shares memory with the output " +
+                                   names[i] + " (every output needs its own memory)");
+    }
 }
 
 bool dims_compact(const TensorView& t, int first) {

@@ -2,6 +2,7 @@
 // its message, the way the Python user spells it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "common/row_norm_problem.hpp"
@@ -17,6 +18,9 @@ std::string shape_str(const int64_t* shape, int ndim);
 
 // x.dtype is one of the four float types (TypeError otherwise).
 void check_float_dtype(const TensorView& t, const char* op, const char* name);
+// data is aligned to the element size (ValueError): a byte-misaligned view (e.g. NumPy's
+// frombuffer at an odd offset) is never dereferenced in place. Call after the dtype check.
+void check_aligned(const TensorView& t, const char* op, const char* name);
 // Not read-only (ValueError).
 void check_writable(const TensorView& t, const char* op, const char* name);
 // Same device type and index as ref (ValueError).
@@ -29,6 +33,17 @@ void check_cuda_device(const TensorView& t, const char* op, const char* name);
 void check_finite(double v, const char* op, const char* name, bool nonneg);
 // Validation of the ndim itself (rank within kMaxDims, non-negative sizes).
 void check_view(const TensorView& t, const char* op, const char* name);
+
+// [lowest, highest] byte addresses a view touches; false for an empty view (touches nothing).
+bool extent(const TensorView& t, uintptr_t& lo, uintptr_t& hi);
+// An output may be exactly an input (same data, dtype, shape and strides: each element is
+// read, then written, by one thread) but must not partly overlap it (ValueError naming out).
+void check_overlap(const char* op, const TensorView& out, const char* out_name,
+                   const TensorView* in, const char* in_name);
+// No two of the n outputs (null ones skipped) share any byte, exact aliases included: the
+// call would write both (ValueError naming the later one).
+void check_disjoint_outputs(const char* op, const TensorView* const* outs,
+                            const char* const* names, int n);
 
 // True when dims [first, ndim) are C-contiguous among themselves (size-1 dims ignored).
 bool dims_compact(const TensorView& t, int first);

@@ -420,6 +420,52 @@ ERRORS_TEST(forward_outputs) {
   }
 }
 
+// No two outputs may share memory — not even as an exact alias (both would be written).
+ERRORS_TEST(outputs_share_memory) {
+  Fixture fx;
+  {
+    RowNormForwardArgs a = fx.fwd();
+    a.rstd = a.mean;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "rstd: shares memory with the output mean");
+  }
+  {
+    RowNormForwardArgs a = fx.fwd();
+    a.residual_out = a.y;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "residual_out: shares memory with the output out");
+  }
+  {
+    // mean inside y's memory
+    TensorView m = *fx.mean.ptr();
+    m.data = fx.y.ptr()->data;
+    m.dtype = fx.y.ptr()->dtype;
+    RowNormForwardArgs a = fx.fwd();
+    a.mean = &m;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "mean: shares memory with the output out");
+  }
+  {
+    RowNormBackwardArgs b = fx.bwd();
+    b.dbias = b.dweight;
+    NK_CHECK_THROWS(normkit::row_norm_backward(b), "dbias: shares memory with the output dweight");
+  }
+}
+
+// Data not aligned to its element size (NumPy's frombuffer at an odd offset, say) is refused
+// before anything is dereferenced.
+ERRORS_TEST(byte_misaligned_data) {
+  Fixture fx;
+  for (int k = 0; k < 4; ++k) {
+    TensorView v;
+    RowNormForwardArgs a = fx.fwd();
+    const TensorView** slot = k == 0 ? &a.x : k == 1 ? &a.weight : k == 2 ? &a.y : &a.rstd;
+    const char* name = k == 0 ? " x: data" : k == 1 ? "weight: data" : k == 2 ? "out: data" : "rstd: data";
+    v = **slot;
+    v.data = static_cast<char*>(v.data) + 1;
+    *slot = &v;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), name) << "case " << k;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "is not aligned to its 4-byte elements");
+  }
+}
+
 // A call that fails validation writes nothing: y, s, mean and rstd keep their NaNs.
 ERRORS_TEST(nothing_written_on_error) {
   Fixture fx;

@@ -40,10 +40,14 @@ def _rows_compact(shape, strides, itemsize: int, nd: int) -> bool:
 
 
 def compact_rows(a, nd: int):
-    """``a`` itself when its trailing ``nd`` dims are contiguous, else one contiguous copy."""
+    """``a`` itself when its trailing ``nd`` dims are contiguous, else one contiguous copy.
+    NumPy data not aligned to its element size (``np.frombuffer`` at an odd offset) is copied
+    too: the core never reads it in place (it refuses it)."""
     if a is None:
         return None
     if type(a) is np.ndarray:
+        if not a.flags.aligned:
+            return np.array(a, order="C")
         if a.flags.c_contiguous or _rows_compact(a.shape, a.strides, a.itemsize, nd):
             return a
         return np.ascontiguousarray(a)
@@ -59,10 +63,18 @@ def compact(a):
     if a is None:
         return None
     if type(a) is np.ndarray:
+        if not a.flags.aligned:
+            return np.array(a, order="C")
         return a if a.flags.c_contiguous else np.ascontiguousarray(a)
     if is_torch(a):
         return a if a.is_contiguous() else a.contiguous()
     return a
+
+
+def misaligned_numpy(a) -> bool:
+    """A NumPy output whose data is not aligned to its element size: the result is computed
+    into an aligned array and copied into it."""
+    return type(a) is np.ndarray and not a.flags.aligned
 
 
 class NumpyLib:

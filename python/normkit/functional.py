@@ -14,9 +14,9 @@ import sys
 import numpy as np
 
 from . import _core
-from ._arrays import NumpyLib, compact, compact_rows, is_torch, lib_for
+from ._arrays import NumpyLib, compact, compact_rows, is_torch, lib_for, misaligned_numpy
 
-_LAYER, _RMS = 0, 1
+_LAYER, _RMS = _core.NormKind.layer, _core.NormKind.rms
 
 __all__ = [
     "layer_norm",
@@ -80,17 +80,44 @@ def _torch_ops():
     return _ops
 
 
+def _reject_out_with_grad(kind, residual, inputs, outs):
+    """torch's rule for ``out=``: no autograd through it. torch raises; so do we, instead of
+    silently computing a result that is detached from the graph."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.is_grad_enabled():
+        return
+    if not any(isinstance(o, torch.Tensor) for o in outs if o is not None):
+        return
+    if any(getattr(a, "requires_grad", False) for a in inputs + outs if a is not None):
+        name = ("add_" if residual is not None else "") + ("layer_norm" if kind == _LAYER else "rms_norm")
+        raise RuntimeError(
+            f"{name}(): functions with out=... arguments don't support automatic "
+            "differentiation, but one of the arguments requires grad (call it without out=, "
+            "or under torch.no_grad())"
+        )
+
+
 def _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset, residual_scale,
              normalized_shape, out, residual_out, want_stats, want_s):
     """Shared body of every forward. Returns (y, s, mean, rstd) with None for what was not asked."""
+    if out is not None or residual_out is not None:
+        _reject_out_with_grad(kind, residual, (x, residual, weight, bias, x_bias),
+                              (out, residual_out))
     nd = _normalized_ndim(x, weight, normalized_shape)
     lib = lib_for(x)
     x = compact_rows(_detach(x), nd)
     residual = compact_rows(_detach(residual), nd)
     weight, bias, x_bias = compact(_detach(weight)), compact(_detach(bias)), compact(_detach(x_bias))
+    # A byte-misaligned NumPy out= / residual_out= gets the result through an aligned copy.
+    y_into = out if misaligned_numpy(out) else None
+    s_into = residual_out if misaligned_numpy(residual_out) else None
+    if y_into is not None:
+        out = None
+    if s_into is not None:
+        residual_out = None
     y = lib.empty_like_x(x) if out is None else out
     s = None
-    if residual is not None and (want_s or residual_out is not None):
+    if residual is not None and (want_s or residual_out is not None or s_into is not None):
         s = lib.empty_like_x(x) if residual_out is None else residual_out
     mean = rstd = None
     if want_stats:
@@ -100,6 +127,12 @@ def _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset, residu
             mean = lib.empty_stat(x, lead)
     _core.row_norm_forward(kind, nd, eps, weight_offset, residual_scale, x, residual, x_bias,
                            weight, bias, y, s, mean, rstd, lib.stream)
+    if y_into is not None:
+        y_into[...] = y
+        y, out = y_into, y_into
+    if s_into is not None:
+        s_into[...] = s
+        s, residual_out = s_into, s_into
     f = lib.finish
     return f(y) if out is None else y, f(s) if residual_out is None else s, f(mean), f(rstd)
 

@@ -43,6 +43,7 @@ struct DLPackVersion {
   uint32_t minor;
 };
 constexpr uint64_t kDLFlagReadOnly = 1;
+constexpr uint64_t kDLFlagIsCopied = 2;
 struct DLManagedTensorVersioned {
   DLPackVersion version;
   void* manager_ctx;
@@ -193,7 +194,7 @@ ArrayRef::~ArrayRef() {
   }
 }
 
-void to_view(py::handle obj, const char* name, uintptr_t stream, ArrayRef& out) {
+void to_view(py::handle obj, const char* name, uintptr_t stream, ArrayRef& out, bool output) {
   if (obj.is_none()) return;
   out.present = true;
   TensorView& v = out.view;
@@ -237,6 +238,11 @@ void to_view(py::handle obj, const char* name, uintptr_t stream, ArrayRef& out) 
     PyCapsule_SetName(cap, "used_dltensor_versioned");
     out.managed = m;
     out.managed_versioned = true;
+    if (output && (m->flags & kDLFlagIsCopied) != 0)
+      throw Error(ErrorKind::Value, std::string(name) +
+                                        ": its DLPack export is a copy of the array "
+                                        "(DLPACK_FLAG_BITMASK_IS_COPIED): results written there "
+                                        "would be lost; pass an array that can be written in place");
     fill_from_dl(m->dl_tensor, name, (m->flags & kDLFlagReadOnly) != 0, v);
   } else if (PyCapsule_IsValid(cap, "dltensor")) {
     auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));

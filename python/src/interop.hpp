@@ -34,6 +34,9 @@ class ArrayRef {
 // Fills `out` from a Python array object. `name` is the argument's Python name (used in
 // error messages). `stream` is the consumer's CUDA stream for the capsule protocol.
 // None leaves `out.present == false`.
-void to_view(pybind11::handle obj, const char* name, uintptr_t stream, ArrayRef& out);
+// `output`: the array will be written; a DLPack export flagged as a copy
+// (DLPACK_FLAG_BITMASK_IS_COPIED) is then refused — what is written to it would be lost.
+void to_view(pybind11::handle obj, const char* name, uintptr_t stream, ArrayRef& out,
+             bool output = false);
 
 }  // namespace normkit::py_interop

@@ -1,12 +1,11 @@
 // normkit._core — the thin pybind11 layer: Python objects -> TensorViews -> core entry
 // points. No math and no validation beyond conversion live here (the core checks
-// everything and names the argument).
+// everything and names the argument). Only the core's public headers are included.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <string>
 
-#include "cpu/dispatch.hpp"
 #include "interop.hpp"
 #include "normkit/normkit.hpp"
 
@@ -18,7 +17,7 @@ namespace {
 
 const normkit::TensorView* ptr(const ArrayRef& a) { return a.present ? &a.view : nullptr; }
 
-void row_norm_forward(int kind, int normalized_ndim, double eps, double weight_offset,
+void row_norm_forward(normkit::NormKind kind, int normalized_ndim, double eps, double weight_offset,
                       double residual_scale, py::handle x, py::handle residual, py::handle x_bias,
                       py::handle weight, py::handle bias, py::handle y, py::handle residual_out,
                       py::handle mean, py::handle rstd, uintptr_t stream) {
@@ -28,12 +27,12 @@ void row_norm_forward(int kind, int normalized_ndim, double eps, double weight_o
   to_view(x_bias, "x_bias", stream, axb);
   to_view(weight, "weight", stream, aw);
   to_view(bias, "bias", stream, ab);
-  to_view(y, "out", stream, ay);
-  to_view(residual_out, "residual_out", stream, as);
-  to_view(mean, "mean", stream, am);
-  to_view(rstd, kind == 1 ? "rrms" : "rstd", stream, arstd);
+  to_view(y, "out", stream, ay, true);
+  to_view(residual_out, "residual_out", stream, as, true);
+  to_view(mean, "mean", stream, am, true);
+  to_view(rstd, kind == normkit::NormKind::RMS ? "rrms" : "rstd", stream, arstd, true);
   normkit::RowNormForwardArgs a;
-  a.kind = kind == 1 ? normkit::NormKind::RMS : normkit::NormKind::Layer;
+  a.kind = kind;  // an enum: an unknown value cannot cross the binding
   a.normalized_ndim = normalized_ndim;
   a.eps = eps;
   a.weight_offset = weight_offset;
@@ -51,7 +50,7 @@ void row_norm_forward(int kind, int normalized_ndim, double eps, double weight_o
   normkit::row_norm_forward(a, reinterpret_cast<normkit::Stream>(stream));
 }
 
-void row_norm_backward(int kind, int normalized_ndim, double weight_offset, double residual_scale,
+void row_norm_backward(normkit::NormKind kind, int normalized_ndim, double weight_offset, double residual_scale,
                        py::handle dy, py::handle ds, py::handle x, py::handle mean,
                        py::handle rstd, py::handle weight, py::handle dx, py::handle dresidual,
                        py::handle dweight, py::handle dbias, py::handle dx_bias,
@@ -61,15 +60,15 @@ void row_norm_backward(int kind, int normalized_ndim, double weight_offset, doub
   to_view(ds, "ds", stream, ads);
   to_view(x, "x", stream, ax);
   to_view(mean, "mean", stream, am);
-  to_view(rstd, kind == 1 ? "rrms" : "rstd", stream, arstd);
+  to_view(rstd, kind == normkit::NormKind::RMS ? "rrms" : "rstd", stream, arstd);
   to_view(weight, "weight", stream, aw);
-  to_view(dx, "dx", stream, adx);
-  to_view(dresidual, "dresidual", stream, adr);
-  to_view(dweight, "dweight", stream, adw);
-  to_view(dbias, "dbias", stream, adb);
-  to_view(dx_bias, "dx_bias", stream, adxb);
+  to_view(dx, "dx", stream, adx, true);
+  to_view(dresidual, "dresidual", stream, adr, true);
+  to_view(dweight, "dweight", stream, adw, true);
+  to_view(dbias, "dbias", stream, adb, true);
+  to_view(dx_bias, "dx_bias", stream, adxb, true);
   normkit::RowNormBackwardArgs a;
-  a.kind = kind == 1 ? normkit::NormKind::RMS : normkit::NormKind::Layer;
+  a.kind = kind;  // an enum: an unknown value cannot cross the binding
   a.normalized_ndim = normalized_ndim;
   a.weight_offset = weight_offset;
   a.residual_scale = residual_scale;
@@ -91,14 +90,14 @@ void row_norm_backward(int kind, int normalized_ndim, double weight_offset, doub
 void bench_copy(py::handle src, py::handle dst, bool nontemporal) {
   ArrayRef as, ad;
   to_view(src, "src", 0, as);
-  to_view(dst, "dst", 0, ad);
+  to_view(dst, "dst", 0, ad, true);
   if (!as.present || !ad.present) throw normkit::Error(normkit::ErrorKind::Value, "_bench_copy: src and dst are required");
   const int64_t n = as.view.numel() * normkit::dtype_size(as.view.dtype);
   if (n != ad.view.numel() * normkit::dtype_size(ad.view.dtype) || as.view.device != normkit::DeviceType::CPU ||
       ad.view.device != normkit::DeviceType::CPU)
     throw normkit::Error(normkit::ErrorKind::Value, "_bench_copy: src, dst: expected CPU arrays of the same byte size");
   py::gil_scoped_release nogil;
-  normkit::cpu::bench_copy(as.view.data, ad.view.data, n, nontemporal);
+  normkit::bench_copy(as.view.data, ad.view.data, n, nontemporal);
 }
 
 }  // namespace
@@ -117,6 +116,10 @@ PYBIND11_MODULE(_core, m) {
       }
     }
   });
+
+  py::enum_<normkit::NormKind>(m, "NormKind")
+      .value("layer", normkit::NormKind::Layer)
+      .value("rms", normkit::NormKind::RMS);
 
   m.def("row_norm_forward", &row_norm_forward, py::arg("kind"), py::arg("normalized_ndim"),
         py::arg("eps"), py::arg("weight_offset"), py::arg("residual_scale"), py::arg("x"),

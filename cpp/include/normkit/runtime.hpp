@@ -1,6 +1,7 @@
 // normkit/runtime.hpp — threads, CPU ISA selection, CUDA availability, build facts.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -32,5 +33,10 @@ NORMKIT_API bool cuda_compiled();
 NORMKIT_API bool cuda_emulated();
 NORMKIT_API std::string cuda_architectures();  // e.g. "75;80;86;89;90", "" without CUDA
 NORMKIT_API std::string compiler_info();
+
+// Benchmark support (python -m normkit.bench): copies `bytes` bytes of CPU memory from src
+// to dst with the kernels' threads and vector width — with streaming stores when
+// `nontemporal` — the memory-copy roof that benchmark figures are fractions of.
+NORMKIT_API void bench_copy(const void* src, void* dst, int64_t bytes, bool nontemporal);
 
 }  // namespace normkit

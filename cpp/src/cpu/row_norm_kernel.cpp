@@ -18,6 +18,17 @@
 #include <omp.h>
 #endif
 
+namespace {
+// The calling thread's index in the current parallel region (0 outside one).
+inline int thread_index() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+}  // namespace
+
 namespace normkit::cpu::NK_CPU_ISA {
 namespace {
 
@@ -246,10 +257,14 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
   const C eps = C(p.eps), scale = C(p.residual_scale);
   const bool need_scratch = R != nullptr && S == nullptr;
 
+  // Without residual_out, s lives in a per-thread row (it must still be rounded to T). One
+  // allocation for all threads, made here: a bad_alloc inside a parallel region would
+  // terminate the process instead of reaching the caller.
+  std::unique_ptr<T[]> scratch_all(
+      need_scratch ? new T[size_t(H) * size_t(prep.threads > 1 ? prep.threads : 1)] : nullptr);
 #pragma omp parallel num_threads(prep.threads) if (prep.threads > 1)
   {
-    // Without residual_out, s lives in a per-thread row (it must still be rounded to T).
-    std::unique_ptr<T[]> scratch(need_scratch ? new T[size_t(H)] : nullptr);
+    T* const scratch = need_scratch ? scratch_all.get() + size_t(H) * size_t(thread_index()) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < p.rows; ++r) {
       const T* xr = X + p.x_idx.offset(r);
@@ -257,7 +272,7 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
       const T* next = r + 1 < p.rows ? (R ? R + p.r_idx.offset(r + 1) : X + p.x_idx.offset(r + 1))
                                      : nullptr;
       if (R) {
-        T* s = S ? S + p.s_idx.offset(r) : scratch.get();
+        T* s = S ? S + p.s_idx.offset(r) : scratch;
         add_row<T, C>(xr, R + p.r_idx.offset(r), xb, scale, s, H);
         xr = s;
       }
@@ -392,7 +407,9 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   const int has_dw = p.dweight != nullptr, has_db = p.dbias != nullptr;
   const int has_dxb = p.dx_bias != nullptr;
 
-#pragma omp parallel for schedule(static) num_threads(prep.threads) if (prep.threads > 1)
+#pragma omp parallel num_threads(prep.threads) if (prep.threads > 1)
+  {
+#pragma omp for schedule(static)
   for (int64_t blk = 0; blk < prep.nblocks; ++blk) {
     C* base = partials ? partials + blk * prep.nacc * H : nullptr;
     if (base) std::memset(static_cast<void*>(base), 0, sizeof(C) * size_t(prep.nacc * H));
@@ -410,7 +427,10 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
                                      r + 1 < r1 ? X + p.x_idx.offset(r + 1) : nullptr);
     }
   }
+  // Note [Fence on every thread]: a store fence orders the streaming stores of the thread
+  // that issues it only; each thread fences its own before the region ends.
   if constexpr (kNT) stream_fence();
+  }
 
   if (prep.nacc == 0) return;
   // Second pass: add the blocks' partials in block order, column by column.
@@ -491,7 +511,9 @@ void copy(const void* src, void* dst, int64_t bytes, int threads, bool nontempor
   float* d = static_cast<float*>(dst);
   const int64_t kBlock = 1 << 16;  // floats per task
   const int64_t nblk = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+#pragma omp for schedule(static)
   for (int64_t b = 0; b < nblk; ++b) {
     const int64_t j1 = (b + 1) * kBlock < n ? (b + 1) * kBlock : n;
     int64_t j = b * kBlock;
@@ -508,7 +530,8 @@ void copy(const void* src, void* dst, int64_t bytes, int threads, bool nontempor
     for (; j + L <= j1; j += L) V::load(s + j).store(d + j);
     for (; j < j1; ++j) d[j] = s[j];
   }
-  if (nontemporal) stream_fence();
+  if (nontemporal) stream_fence();  // Note [Fence on every thread]
+  }
   std::memcpy(static_cast<char*>(dst) + n * 4, static_cast<const char*>(src) + n * 4,
               size_t(bytes - n * 4));
 }

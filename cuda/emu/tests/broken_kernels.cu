@@ -132,7 +132,7 @@ __global__ void oob_shared_pointer(float* out) {
 __global__ void oob_shared_index(float* out, int n) {
   __shared__ float s[32];
   s[n] = 1.0f;  // n = 40
-  out[threadIdx.x] = 0.0f;
+  out[threadIdx.x] = s[0] * 0.0f;
 }
 
 __global__ void misaligned_vector_load(const float* in, float* out) {

@@ -43,8 +43,8 @@ from normkit import _core
 
 __all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm"]
 
-_LAYER = 0  # normkit::NormKind::Layer
-_RMS = 1  # normkit::NormKind::RMS
+_LAYER = _core.NormKind.layer
+_RMS = _core.NormKind.rms
 
 
 # ---------------------------------------------------------------------------------------------
