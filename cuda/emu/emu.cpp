@@ -188,6 +188,7 @@ extern "C" void nk_emu_start();
 asm(R"(
 .text
 .globl nk_emu_switch
+.hidden nk_emu_switch
 .type nk_emu_switch,@function
 nk_emu_switch:
   .cfi_startproc
@@ -215,6 +216,7 @@ nk_emu_switch:
   .cfi_endproc
 .size nk_emu_switch,.-nk_emu_switch
 .globl nk_emu_start
+.hidden nk_emu_start
 .type nk_emu_start,@function
 nk_emu_start:
   .cfi_startproc
@@ -232,7 +234,10 @@ struct Context {
   void* sp = nullptr;
 };
 
-void make_context(Context& c, const Stack& s, void (*fn)(void*), void* arg) {
+// Not instrumented: the words written at the top of a reused stack may lie in redzones that
+// the previous fiber's never-returning frames left poisoned.
+__attribute__((no_sanitize_address)) void make_context(Context& c, const Stack& s,
+                                                        void (*fn)(void*), void* arg) {
   uintptr_t top = (reinterpret_cast<uintptr_t>(s.base) + s.size) & ~uintptr_t(15);
   auto* w = reinterpret_cast<uint64_t*>(top);
   // From the top down: return address (nk_emu_start), rbp, rbx, r12, r13, r14, r15, and the
@@ -257,7 +262,7 @@ inline void switch_context(Context& from, Context& to) { nk_emu_switch(&from.sp,
 #else
 // Portable fallback (slower: swapcontext saves the signal mask with a system call).
 struct Context {
-  ucontext_t uc;
+  ucontext_t uc{};
 };
 void make_context(Context& c, const Stack& s, void (*fn)(void*), void* arg) {
   getcontext(&c.uc);
@@ -407,16 +412,18 @@ void thread_main(void* arg) {
     const Thread& o = b.threads[size_t(j)];
     if (o.state == State::Warp && ((o.mask >> (t.linear % 32)) & 1)) {
       fail_in_thread(b, t,
-                     format("nk_emu: %s:%d: %s(mask 0x%08x) can never complete: lane %d (%s) "
-                            "exited",
+                     format("nk_emu: %s:%d: %s(mask 0x%08x): lane %d (%s) of the mask exited "
+                            "(normkit's rule, stricter than sm_70+: every lane a mask names "
+                            "takes part)",
                             o.file, o.line, op_name(o.op), o.mask, t.linear % 32,
                             where(b, t).c_str()));
     }
   }
   if (b.at_barrier > 0) {
     fail_in_thread(b, t,
-                   format("nk_emu: %s:%d: __syncthreads() can never complete: %s exited while "
-                          "other threads of the block wait there",
+                   format("nk_emu: %s:%d: __syncthreads(): %s exited while other threads of "
+                          "the block wait there (normkit's rule, stricter than sm_70+: every "
+                          "thread of the block reaches every barrier)",
                           b.barrier_file, b.barrier_line, where(b, t).c_str()));
   }
   leave_thread(b, t, true);
@@ -506,8 +513,8 @@ std::string diagnose_deadlock(const Block& b) {
 
 // Bounds of the section that holds every __shared__ variable (nk_emu.hpp); weak so that a
 // program without any __shared__ variable still links.
-extern "C" char __start_nk_emu_shared[] __attribute__((weak));
-extern "C" char __stop_nk_emu_shared[] __attribute__((weak));
+extern "C" char __start_nk_emu_shared[] __attribute__((weak, visibility("hidden")));
+extern "C" char __stop_nk_emu_shared[] __attribute__((weak, visibility("hidden")));
 
 namespace nk_emu {
 namespace {
@@ -607,7 +614,8 @@ void syncthreads(const char* file, int line) {
   if (b.exited > 0) {
     fail_in_thread(b, t,
                    format("nk_emu: %s:%d: __syncthreads() reached by %s after other threads of "
-                          "the block exited (%d of %d): it can never complete",
+                          "the block exited (%d of %d) (normkit's rule, stricter than sm_70+: "
+                          "every thread of the block reaches every barrier)",
                           file, line, where(b, t).c_str(), b.exited, b.nthreads));
   }
   if (b.at_barrier > 0 && !same_site(b.barrier_file, b.barrier_line, file, line)) {
@@ -676,8 +684,9 @@ uint64_t warp_collective(WarpOp op, const char* file, int line, unsigned mask, u
     }
     const Thread& o = b.threads[size_t(j)];
     if (o.state == State::Exited) {
-      fail_in_thread(b, t, format("nk_emu: %s:%d: %s(mask 0x%08x) by %s can never complete: "
-                                  "lane %d has exited",
+      fail_in_thread(b, t, format("nk_emu: %s:%d: %s(mask 0x%08x) by %s: lane %d of the mask "
+                                  "has exited (normkit's rule, stricter than sm_70+: every lane "
+                                  "a mask names takes part)",
                                   file, line, op_name(op), mask, where(b, t).c_str(), l));
     }
     if (o.state == State::Barrier) {
@@ -725,19 +734,27 @@ uint64_t warp_collective(WarpOp op, const char* file, int line, unsigned mask, u
   for (int l = 0; l < 32; ++l) {
     if (!((mask >> l) & 1)) continue;
     Thread& o = b.threads[size_t(warp0 + l)];
-    const int seg = l & ~(width - 1);  // first lane of this lane's segment
+    // Each lane's own operands (srcLane / delta / laneMask and width may differ per lane),
+    // with PTX shfl.sync's rules: the operand's low 5 bits; a segment of `width` lanes
+    // starting at `seg`; up may not go below the segment, down and xor not above it (xor
+    // may reach an earlier segment); out of range reads the lane's own value.
+    const int w = o.width;
+    const int seg = l & ~(w - 1);
+    const int max_lane = seg + w - 1;
+    const int bval = int(unsigned(o.param) & 31u);
     int src = l;
     switch (op) {
-      case WarpOp::ShflIdx: src = seg + (param & (width - 1)); break;
-      case WarpOp::ShflUp: src = (l - param >= seg) ? l - param : l; break;
-      case WarpOp::ShflDown: src = (l + param < seg + width) ? l + param : l; break;
+      case WarpOp::ShflIdx: src = seg + (bval & (w - 1)); break;
+      case WarpOp::ShflUp: src = (l - bval >= seg) ? l - bval : l; break;
+      case WarpOp::ShflDown: src = (l + bval <= max_lane) ? l + bval : l; break;
       case WarpOp::ShflXor: {
-        const int x = l ^ (param & 31);
-        src = (x >= seg && x < seg + width) ? x : l;
+        const int x = l ^ bval;
+        src = (x <= max_lane) ? x : l;
         break;
       }
       default: break;
     }
+    if (src < 0 || src > 31) std::abort();  // unreachable: every rule stays in [0, 31]
     if (!((mask >> src) & 1)) {
       fail_in_thread(b, t, format("nk_emu: %s:%d: %s(mask 0x%08x): lane %d reads lane %d, which "
                                   "is not in the mask (undefined on a GPU)",
@@ -959,6 +976,9 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* num_bloc
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   *ptr = nullptr;
   if (bytes == 0) return cudaSuccess;
+  if (bytes > (size_t(1) << 48))
+    return set_error(cudaErrorMemoryAllocation,
+                     format("nk_emu: cudaMalloc of %zu bytes: more than any device has", bytes));
   const size_t rounded = (bytes + 255) / 256 * 256;
   void* p = std::aligned_alloc(256, rounded);
   if (p == nullptr)
@@ -967,7 +987,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
   // Only the bytes asked for: ASan reports an access past them (the rest of the rounded block
   // is inside the allocation, as cudaMalloc's granularity would make it on a GPU, but reading
   // it is a bug all the same). aligned_alloc has no such size: poison the tail by hand.
-  poison(p, bytes);
+  poison(p, rounded);
 #if defined(NK_EMU_ASAN)
   if (rounded > bytes) __asan_poison_memory_region(static_cast<char*>(p) + bytes, rounded - bytes);
 #endif

@@ -96,6 +96,18 @@ __global__ void half_masks_ok(float* out) {
   out[threadIdx.x] = v;
 }
 
+// Per-lane shuffle operands: a rotate (srcLane differs per lane), a reverse, and a
+// per-lane width (the upper half-warp uses segments of 8, the lower of 16).
+__global__ void per_lane_shuffles(float* out) {
+  const int lane = int(threadIdx.x) & 31;
+  float v = float(threadIdx.x);
+  const float rot = __shfl_sync(0xffffffffu, v, (lane + 1) & 31);
+  const float rev = __shfl_sync(0xffffffffu, v, 31 - lane);
+  const float up = __shfl_up_sync(0xffffffffu, v, 3, lane < 16 ? 16 : 8);
+  const float bfly = __shfl_xor_sync(0xffffffffu, v, 16, 16);  // may reach the earlier segment
+  out[threadIdx.x] = rot + 100.0f * rev + 10000.0f * up + 1000000.0f * bfly;
+}
+
 // RAW: thread 0 writes, the others read without the barrier in between.
 __global__ void missing_barrier_raw(float* out) {
   __shared__ float s[1];
@@ -226,6 +238,27 @@ NK_TEST(emu, correct_kernels_pass_under_every_policy) {
   }
 }
 
+NK_TEST(emu, per_lane_shuffle_operands) {
+  for (const char* pol : kPolicies) {
+    Schedule sched(pol);
+    DeviceBuffer out(64 * sizeof(float));
+    launch("per_lane_shuffles", per_lane_shuffles, 1, 64, 0, nullptr, out.as<float>());
+    for (int i = 0; i < 64; ++i) {
+      const int lane = i & 31, w0 = i - lane;
+      const float rot = float(w0 + ((lane + 1) & 31));
+      const float rev = float(w0 + 31 - lane);
+      const int width = lane < 16 ? 16 : 8, seg = lane & ~(width - 1);
+      const float up = float(w0 + (lane - 3 >= seg ? lane - 3 : lane));
+      // PTX shfl.bfly: j = lane ^ 16, valid while j <= the segment's last lane (seg + 15)
+      const int seg16 = lane & ~15, j = lane ^ 16;
+      const float bfly = float(w0 + (j <= seg16 + 15 ? j : lane));
+      const float want = rot + 100.0f * rev + 10000.0f * up + 1000000.0f * bfly;
+      NK_CHECK(out.as<float>()[i] == want) << pol << " thread " << i << ": " << out.as<float>()[i]
+                                           << " vs " << want;
+    }
+  }
+}
+
 NK_TEST(emu, barrier_in_divergent_code) {
   EXPECT_RULE_ERROR(divergent_barrier, 64, kLineDivergent, "other threads of the block wait");
 }
@@ -235,7 +268,8 @@ NK_TEST(emu, barrier_after_threads_exited) {
 }
 
 NK_TEST(emu, half_warp_shuffle) {
-  EXPECT_RULE_ERROR(half_warp_shuffle, 32, kLineHalfWarp, "can never complete");
+  // Lanes 16..31 never arrive: they exit (or arrive later at nothing) while 0..15 wait.
+  EXPECT_RULE_ERROR(half_warp_shuffle, 32, kLineHalfWarp, "(mask 0xffffffff)");
 }
 
 NK_TEST(emu, lane_outside_the_mask) {
