@@ -147,6 +147,25 @@ TensorView readonly(TensorView v) {
   return v;
 }
 
+// Points every array of `a` at a modified copy (kept in `views`) of its view.
+template <typename F>
+void every_view(RowNormForwardArgs& a, std::vector<TensorView>& views, F change) {
+  const TensorView* RowNormForwardArgs::*members[] = {
+      &RowNormForwardArgs::x,      &RowNormForwardArgs::residual,
+      &RowNormForwardArgs::x_bias, &RowNormForwardArgs::weight,
+      &RowNormForwardArgs::bias,   &RowNormForwardArgs::y,
+      &RowNormForwardArgs::residual_out, &RowNormForwardArgs::mean,
+      &RowNormForwardArgs::rstd};
+  views.clear();
+  views.reserve(9);  // the pointers taken below stay valid
+  for (auto m : members) {
+    TensorView v = *(a.*m);
+    change(v);
+    views.push_back(v);
+    a.*m = &views.back();
+  }
+}
+
 ErrorKind kind_of(const std::function<void()>& f) {
   try {
     f();
@@ -610,19 +629,7 @@ NK_TEST(errors, devices) {
     // Every array "on the GPU": must throw before dereferencing any (host) pointer.
     std::vector<TensorView> views;
     RowNormForwardArgs a = fx.fwd();
-    const TensorView* RowNormForwardArgs::*members[] = {
-        &RowNormForwardArgs::x,      &RowNormForwardArgs::residual,
-        &RowNormForwardArgs::x_bias, &RowNormForwardArgs::weight,
-        &RowNormForwardArgs::bias,   &RowNormForwardArgs::y,
-        &RowNormForwardArgs::residual_out, &RowNormForwardArgs::mean,
-        &RowNormForwardArgs::rstd};
-    views.reserve(9);
-    for (auto m : members) {
-      TensorView v = *(a.*m);
-      v.device = normkit::DeviceType::CUDA;
-      views.push_back(v);
-      a.*m = &views.back();
-    }
+    every_view(a, views, [](TensorView& v) { v.device = normkit::DeviceType::CUDA; });
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "");
     NK_CHECK(kind_of([&] { normkit::row_norm_forward(a); }) == ErrorKind::Runtime)
         << "no GPU is not the caller's fault: expected ErrorKind::Runtime";
@@ -653,19 +660,7 @@ NK_TEST(errors_cuda, devices) {
     // Every array on a device index past the last device.
     std::vector<TensorView> views;
     RowNormForwardArgs a = fx.fwd();
-    const TensorView* RowNormForwardArgs::*members[] = {
-        &RowNormForwardArgs::x,      &RowNormForwardArgs::residual,
-        &RowNormForwardArgs::x_bias, &RowNormForwardArgs::weight,
-        &RowNormForwardArgs::bias,   &RowNormForwardArgs::y,
-        &RowNormForwardArgs::residual_out, &RowNormForwardArgs::mean,
-        &RowNormForwardArgs::rstd};
-    views.reserve(9);
-    for (auto m : members) {
-      TensorView v = *(a.*m);
-      v.device_index = 1000;
-      views.push_back(v);
-      a.*m = &views.back();
-    }
+    every_view(a, views, [](TensorView& v) { v.device_index = 1000; });
     NK_CHECK_THROWS(normkit::row_norm_forward(a), "x: is on cuda:1000");
     NK_CHECK(kind_of([&] { normkit::row_norm_forward(a); }) == ErrorKind::Value);
   }

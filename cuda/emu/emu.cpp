@@ -395,6 +395,17 @@ void leave_thread(Block& b, Thread& t, bool forever) {
   std::abort();  // unreachable: a failed block is never resumed
 }
 
+// A lane of t's warp that waits in a warp collective whose mask names t, or null.
+const Thread* collective_naming(const Block& b, const Thread& t) {
+  for (int lane = 0; lane < 32; ++lane) {
+    const int j = (t.linear / 32) * 32 + lane;
+    if (j >= b.nthreads) break;
+    const Thread& o = b.threads[size_t(j)];
+    if (o.state == State::Warp && ((o.mask >> (t.linear % 32)) & 1)) return &o;
+  }
+  return nullptr;
+}
+
 void thread_main(void* arg) {
   Block& b = *g_block;
   Thread& t = *static_cast<Thread*>(arg);
@@ -406,18 +417,13 @@ void thread_main(void* arg) {
   // can a warp collective of another lane that names this one.
   t.state = State::Exited;
   ++b.exited;
-  for (int lane = 0; lane < 32; ++lane) {
-    const int j = (t.linear / 32) * 32 + lane;
-    if (j >= b.nthreads) break;
-    const Thread& o = b.threads[size_t(j)];
-    if (o.state == State::Warp && ((o.mask >> (t.linear % 32)) & 1)) {
-      fail_in_thread(b, t,
-                     format("nk_emu: %s:%d: %s(mask 0x%08x): lane %d (%s) of the mask exited "
-                            "(normkit's rule, stricter than sm_70+: every lane a mask names "
-                            "takes part)",
-                            o.file, o.line, op_name(o.op), o.mask, t.linear % 32,
-                            where(b, t).c_str()));
-    }
+  if (const Thread* o = collective_naming(b, t)) {
+    fail_in_thread(b, t,
+                   format("nk_emu: %s:%d: %s(mask 0x%08x): lane %d (%s) of the mask exited "
+                          "(normkit's rule, stricter than sm_70+: every lane a mask names "
+                          "takes part)",
+                          o->file, o->line, op_name(o->op), o->mask, t.linear % 32,
+                          where(b, t).c_str()));
   }
   if (b.at_barrier > 0) {
     fail_in_thread(b, t,
@@ -624,18 +630,13 @@ void syncthreads(const char* file, int line) {
                           "the block wait at the __syncthreads() at %s:%d",
                           file, line, where(b, t).c_str(), b.barrier_file, b.barrier_line));
   }
-  for (int lane = 0; lane < 32; ++lane) {
-    // A lane of this warp that waits in a warp collective naming this thread: deadlock.
-    const int j = (t.linear / 32) * 32 + lane;
-    if (j >= b.nthreads) break;
-    const Thread& o = b.threads[size_t(j)];
-    if (o.state == State::Warp && ((o.mask >> (t.linear % 32)) & 1)) {
-      fail_in_thread(b, t,
-                     format("nk_emu: %s:%d: %s(mask 0x%08x) can never complete: lane %d (%s) "
-                            "went on to __syncthreads() at %s:%d",
-                            o.file, o.line, op_name(o.op), o.mask, t.linear % 32,
-                            where(b, t).c_str(), file, line));
-    }
+  if (const Thread* o = collective_naming(b, t)) {
+    // A lane of this warp waits in a warp collective naming this thread: deadlock.
+    fail_in_thread(b, t,
+                   format("nk_emu: %s:%d: %s(mask 0x%08x) can never complete: lane %d (%s) "
+                          "went on to __syncthreads() at %s:%d",
+                          o->file, o->line, op_name(o->op), o->mask, t.linear % 32,
+                          where(b, t).c_str(), file, line));
   }
   t.state = State::Barrier;
   t.file = file;
