@@ -61,6 +61,13 @@ NK_TEST(runtime, build_facts) {
     NK_CHECK(normkit::cuda_architectures().empty()) << normkit::cuda_architectures();
   }
   NK_CHECK(!normkit::cuda_available() || normkit::cuda_compiled());
+  // The test-only emulation build says so, and only it (never a release build).
+  NK_CHECK(normkit::cuda_emulated() == bool(NORMKIT_TEST_CUDA_EMULATION))
+      << "cuda_emulated() = " << normkit::cuda_emulated();
+  if (normkit::cuda_emulated()) {
+    NK_CHECK(normkit::cuda_available() && normkit::cuda_architectures() == "emulated")
+        << normkit::cuda_architectures();
+  }
   std::printf("  isa %s of {", normkit::cpu_isa().c_str());
   for (const std::string& s : normkit::available_cpu_isas()) std::printf(" %s", s.c_str());
   std::printf(" }, %d threads, %s, CUDA %s%s%s\n", normkit::get_num_threads(),
@@ -85,4 +92,19 @@ NK_TEST(env, forced_isa) {
   nk_case::Run run;
   nk_case::run_case(c, 1, run);
   nk_case::check_run(c, run);
+}
+
+// The benchmark's copy roof: every byte copied, with and without streaming stores, for sizes
+// that are not a multiple of the vector width and a destination off the stores' alignment.
+NK_TEST(runtime, bench_copy) {
+  for (bool nt : {false, true})
+    for (int64_t n : {int64_t(0), int64_t(1), int64_t(37), int64_t(1) << 20}) {
+      std::vector<unsigned char> src(size_t(n) + 3), dst(size_t(n) + 3, 0);
+      for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 7 + 1);
+      normkit::bench_copy(src.data(), dst.data() + 3, n, nt);
+      bool same = true;
+      for (int64_t i = 0; i < n; ++i) same = same && dst[size_t(i) + 3] == src[size_t(i)];
+      NK_CHECK(same && dst[0] == 0 && dst[1] == 0 && dst[2] == 0)
+          << "n=" << n << " nontemporal=" << nt;
+    }
 }
