@@ -105,44 +105,6 @@ RowPlan plan_rows(int64_t H) {
   return pl;
 }
 
-// Vector IO is used only when every row-addressed array starts 16-byte aligned and every row
-// stride is a whole number of chunks (so every chunk of every row is aligned), and every [H]
-// array is 16-byte aligned. One flag for all arrays keeps the per-chunk test to one branch;
-// views that break it are rare and still give the same bits (Note [Same bits with or
-// without vectors] in common.cuh).
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-bool rows_vectorizable(const void* p, const RowIndex& idx, int64_t rows, int vec) {
-  if (p == nullptr) return true;
-  if (!aligned16(p)) return false;
-  if (rows <= 1) return true;  // row 0 is at offset 0 whatever the strides say
-  for (int d = 0; d < idx.nd; ++d) {
-    // An inner dim of size 1 never multiplies its stride (RowIndex::offset); the outermost
-    // stride is always used.
-    const bool used = d == 0 || idx.size[d] > 1;
-    if (used && idx.stride[d] % vec != 0) return false;
-  }
-  return true;
-}
-
-bool param_vectorizable(const void* p) { return p == nullptr || aligned16(p); }
-
-ParamPtr param(const void* p, DType dt) { return ParamPtr{p, dt == DType::Float32}; }
-
-// Calls f(T{}) with the storage type of `dt`.
-template <typename F>
-void dispatch_dtype(DType dt, F&& f) {
-  switch (dt) {
-    case DType::Float32: f(float{}); return;
-    case DType::Float64: f(double{}); return;
-    case DType::Float16: f(half_t{}); return;
-    case DType::BFloat16: f(bfloat16_t{}); return;
-  }
-  throw Error(ErrorKind::Type, std::string("normkit CUDA: unsupported dtype ") + dtype_name(dt));
-}
-
-size_t align_up(size_t n) { return (n + 255) / 256 * 256; }  // 256: cudaMalloc's alignment
-
 // ---------------------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------------------
@@ -745,13 +707,6 @@ struct ColArgs {
 // mean_gx) with the row kernel's expressions; for float32/float64 the stored dx is exact and
 // is what is summed.
 
-// One element of a [H] parameter in compute type (1 when absent).
-template <typename T, typename C>
-__device__ __forceinline__ C param_at(ParamPtr p, int64_t j) {
-  if (p.ptr == nullptr) return C(1);
-  return p.f32 ? C(static_cast<const float*>(p.ptr)[j]) : C(to_c(static_cast<const T*>(p.ptr)[j]));
-}
-
 // Assumptions: blockDim = (kColTile, kColRows); gridDim = (ceil(H / kColTile), nsplit).
 template <typename T>
 __global__ void __launch_bounds__(kColTile* kColRows)
@@ -803,35 +758,6 @@ __global__ void __launch_bounds__(kColTile* kColRows)
     const int64_t o = int64_t(blockIdx.y) * p.H + col;
     if (want_ax) static_cast<C*>(p.out_ax)[o] = sax;
     if (p.out_a != nullptr) static_cast<C*>(p.out_a)[o] = sa;
-  }
-}
-
-__device__ __forceinline__ void store_as(void* out, DType dt, int64_t j, double v) {
-  switch (dt) {
-    case DType::Float32: static_cast<float*>(out)[j] = float(v); break;
-    case DType::Float64: static_cast<double*>(out)[j] = v; break;
-    case DType::Float16: static_cast<half_t*>(out)[j] = from_c<half_t>(float(v)); break;
-    case DType::BFloat16: static_cast<bfloat16_t*>(out)[j] = from_c<bfloat16_t>(float(v)); break;
-  }
-}
-__device__ __forceinline__ void store_as(void* out, DType dt, int64_t j, float v) {
-  switch (dt) {
-    case DType::Float32: static_cast<float*>(out)[j] = v; break;
-    case DType::Float64: static_cast<double*>(out)[j] = double(v); break;
-    case DType::Float16: static_cast<half_t*>(out)[j] = from_c<half_t>(v); break;
-    case DType::BFloat16: static_cast<bfloat16_t*>(out)[j] = from_c<bfloat16_t>(v); break;
-  }
-}
-
-// out[j] = Σ_split part[split][j], splits added in order; stored as `dt`.
-template <typename C>
-__global__ void column_finalize_kernel(const C* part, int64_t nsplit, int64_t H, void* out,
-                                       DType dt) {
-  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < H;
-       j += int64_t(gridDim.x) * blockDim.x) {
-    C s = part[j];
-    for (int64_t k = 1; k < nsplit; ++k) s += part[k * H + j];
-    store_as(out, dt, j, s);
   }
 }
 
@@ -899,16 +825,6 @@ void launch_columns(const ColArgs& c, int64_t nsplit, cudaStream_t st) {
   const dim3 grid(unsigned(ceil_div(c.H, kColTile)), unsigned(nsplit));
   launch("column_partials_kernel", column_partials_kernel<T>, grid, dim3(kColTile, kColRows), 0,
          st, c);
-}
-
-template <typename C>
-void launch_finalize(const void* part, int64_t nsplit, int64_t H, void* out, DType dt,
-                     int device, cudaStream_t st) {
-  const auto kernel = column_finalize_kernel<C>;
-  constexpr int kThreads = 256;
-  const int grid = grid_size(kernel, kThreads, ceil_div(H, kThreads), device);
-  launch("column_finalize_kernel", kernel, grid, kThreads, 0, st, static_cast<const C*>(part),
-         nsplit, H, out, dt);
 }
 
 template <typename T>

@@ -1,7 +1,6 @@
 // Entry points of the row-norm family: validate every argument once, resolve the views into
 // a RowNormProblem, and dispatch on the device (CPU / CUDA). Kernels never re-check.
 #include <string>
-#include <utility>
 
 #include "common/backends.hpp"
 #include "common/row_norm_problem.hpp"
@@ -48,76 +47,27 @@ Ctx make_ctx(const char* op, const TensorView& x, int nd) {
   return c;
 }
 
-// An array shaped like x (input or output): same shape, dtype, device; compact rows.
+// The family's three kinds of argument, on the shared toolkit (validate.hpp).
+// Like x: same shape, dtype, device; compact rows.
 void check_like_x(const Ctx& c, const TensorView& t, const TensorView& x, const char* name,
                   bool output) {
-  detail::check_view(t, c.op, name);
-  bool same = t.ndim == x.ndim;
-  for (int i = 0; same && i < x.ndim; ++i) same = t.shape[i] == x.shape[i];
-  if (!same)
-    fail(ErrorKind::Value, std::string(c.op) + ": " + name + ": expected shape " + shape_str(x) +
-                               " (the shape of x), got " + shape_str(t));
-  if (t.dtype != x.dtype)
-    fail(ErrorKind::Type, std::string(c.op) + ": " + name + ": expected dtype " +
-                              dtype_name(x.dtype) + " (the dtype of x), got " +
-                              dtype_name(t.dtype));
-  detail::check_aligned(t, c.op, name);
-  detail::check_same_device(t, x, c.op, name, "x");
-  if (!detail::dims_compact(t, c.lead))
-    fail(ErrorKind::Value, std::string(c.op) + ": " + name +
-                               ": the normalized (trailing) dims must be contiguous; got strides "
-                               "that are not" + (output ? "" : " (pass a contiguous copy)"));
-  if (output) detail::check_writable(t, c.op, name);
+  const detail::Role role = output ? detail::Role::Out : detail::Role::In;
+  detail::check_like(c.op, t, name, x, role);
+  detail::check_compact_tail(c.op, t, name, c.lead, "the normalized (trailing) dims", role);
 }
 
-// A per-element parameter of the row: shape = the normalized dims of x, compact; dtype x's
-// or float32 when x is 16-bit.
+// A per-element parameter of the row: shape = the normalized dims of x.
 void check_param(const Ctx& c, const TensorView& t, const TensorView& x, const char* name,
                  bool output) {
-  detail::check_view(t, c.op, name);
-  bool same = t.ndim == c.nd;
-  for (int i = 0; same && i < c.nd; ++i) same = t.shape[i] == x.shape[c.lead + i];
-  if (!same) {
-    // Also accept a flat [H] parameter for a multi-dim row.
-    const bool flat = t.ndim == 1 && t.shape[0] == c.H;
-    if (!flat)
-      fail(ErrorKind::Value, std::string(c.op) + ": " + name + ": expected shape " +
-                                 shape_str(x.shape + c.lead, c.nd) +
-                                 " (the normalized dims of x), got " + shape_str(t));
-  }
-  const bool ok_dtype = t.dtype == x.dtype || (t.dtype == DType::Float32 &&
-                                               (x.dtype == DType::Float16 || x.dtype == DType::BFloat16));
-  if (!ok_dtype)
-    fail(ErrorKind::Type, std::string(c.op) + ": " + name + ": expected dtype " +
-                              dtype_name(x.dtype) +
-                              (x.dtype == DType::Float16 || x.dtype == DType::BFloat16
-                                   ? " or float32"
-                                   : "") +
-                              " (x is " + dtype_name(x.dtype) + "), got " + dtype_name(t.dtype));
-  detail::check_aligned(t, c.op, name);
-  detail::check_same_device(t, x, c.op, name, "x");
-  if (!detail::dims_compact(t, 0))
-    fail(ErrorKind::Value, std::string(c.op) + ": " + name + ": expected a contiguous array");
-  if (output) detail::check_writable(t, c.op, name);
+  detail::check_param(c.op, t, name, x, x.shape + c.lead, c.nd, "the normalized dims of x",
+                      output ? detail::Role::Out : detail::Role::In);
 }
 
-// mean / rstd: `rows` elements, C-contiguous, float32 (float64 for float64 x).
+// mean / rstd: one per row.
 void check_stat(const Ctx& c, const TensorView& t, const TensorView& x, const char* name,
                 bool output) {
-  detail::check_view(t, c.op, name);
-  if (t.numel() != c.rows)
-    fail(ErrorKind::Value, std::string(c.op) + ": " + name + ": expected " +
-                               std::to_string(c.rows) + " elements (one per row of x " +
-                               shape_str(x) + "), got shape " + shape_str(t));
-  if (t.dtype != stat_dtype(x.dtype))
-    fail(ErrorKind::Type, std::string(c.op) + ": " + name + ": expected dtype " +
-                              dtype_name(stat_dtype(x.dtype)) + " for " + dtype_name(x.dtype) +
-                              " x, got " + dtype_name(t.dtype));
-  detail::check_aligned(t, c.op, name);
-  detail::check_same_device(t, x, c.op, name, "x");
-  if (!detail::dims_compact(t, 0))
-    fail(ErrorKind::Value, std::string(c.op) + ": " + name + ": expected a contiguous array");
-  if (output) detail::check_writable(t, c.op, name);
+  detail::check_stat(c.op, t, name, x, c.rows, "one per row of x",
+                     output ? detail::Role::Out : detail::Role::In);
 }
 
 }  // namespace
@@ -156,23 +106,12 @@ void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
   if (a.mean) check_stat(c, *a.mean, x, "mean", true);
   if (a.rstd) check_stat(c, *a.rstd, x, a.kind == NormKind::RMS ? "rrms" : "rstd", true);
 
-  for (const auto& [out, oname] : {std::pair{a.y, "out"}, std::pair{a.residual_out, "residual_out"},
-                                   std::pair{a.mean, "mean"}, std::pair{a.rstd, "rstd"}}) {
-    if (out == nullptr) continue;
-    detail::check_overlap(op, *out, oname, a.x, "x");
-    detail::check_overlap(op, *out, oname, a.weight, "weight");
-    detail::check_overlap(op, *out, oname, a.bias, "bias");
-    detail::check_overlap(op, *out, oname, a.x_bias, "x_bias");
-    if (out != a.residual_out) detail::check_overlap(op, *out, oname, a.residual, "residual");
-  }
-  if (a.residual_out) detail::check_overlap(op, *a.residual_out, "residual_out", a.residual, "residual");
-  {
-    // No two outputs share memory, not even as an exact alias (both would be written).
-    const TensorView* outs[] = {a.y, a.residual_out, a.mean, a.rstd};
-    const char* names[] = {"out", "residual_out", "mean",
-                           a.kind == NormKind::RMS ? "rrms" : "rstd"};
-    detail::check_disjoint_outputs(op, outs, names, 4);
-  }
+  detail::Aliasing(op)
+      .in(a.x, "x").in(a.residual, "residual").in(a.weight, "weight").in(a.bias, "bias")
+      .in(a.x_bias, "x_bias")
+      .out(a.y, "out").out(a.residual_out, "residual_out").out(a.mean, "mean")
+      .out(a.rstd, a.kind == NormKind::RMS ? "rrms" : "rstd")
+      .check();
 
   detail::RowNormProblem p;
   p.kind = a.kind;
@@ -256,22 +195,12 @@ detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ct
   if (a.dbias) check_param(c, *a.dbias, x, "dbias", true);
   if (a.dx_bias) check_param(c, *a.dx_bias, x, "dx_bias", true);
 
-  for (const auto& [out, oname] : {std::pair{a.dx, "dx"}, std::pair{a.dresidual, "dresidual"},
-                                   std::pair{a.dweight, "dweight"}, std::pair{a.dbias, "dbias"},
-                                   std::pair{a.dx_bias, "dx_bias"}}) {
-    if (out == nullptr) continue;
-    detail::check_overlap(op, *out, oname, a.dy, "dy");
-    detail::check_overlap(op, *out, oname, a.ds, "ds");
-    detail::check_overlap(op, *out, oname, a.x, "x");
-    detail::check_overlap(op, *out, oname, a.mean, "mean");
-    detail::check_overlap(op, *out, oname, a.rstd, "rstd");
-    detail::check_overlap(op, *out, oname, a.weight, "weight");
-  }
-  {
-    const TensorView* outs[] = {a.dx, a.dresidual, a.dweight, a.dbias, a.dx_bias};
-    const char* names[] = {"dx", "dresidual", "dweight", "dbias", "dx_bias"};
-    detail::check_disjoint_outputs(op, outs, names, 5);
-  }
+  detail::Aliasing(op)
+      .in(a.dy, "dy").in(a.ds, "ds").in(a.x, "x").in(a.mean, "mean").in(a.rstd, "rstd")
+      .in(a.weight, "weight")
+      .out(a.dx, "dx").out(a.dresidual, "dresidual").out(a.dweight, "dweight")
+      .out(a.dbias, "dbias").out(a.dx_bias, "dx_bias")
+      .check();
 
   detail::RowNormBackwardProblem p;
   p.kind = a.kind;

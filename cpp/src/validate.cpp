@@ -191,3 +191,91 @@ void check_cuda_device(const TensorView& t, const char* op, const char* name) {
 }
 
 }  // namespace normkit::detail
+
+namespace normkit::detail {
+
+void check_like(const char* op, const TensorView& t, const char* name, const TensorView& x,
+                Role role) {
+  check_view(t, op, name);
+  bool same = t.ndim == x.ndim;
+  for (int i = 0; same && i < x.ndim; ++i) same = t.shape[i] == x.shape[i];
+  if (!same)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected shape " + shape_str(x) +
+                               " (the shape of x), got " + shape_str(t));
+  if (t.dtype != x.dtype)
+    fail(ErrorKind::Type, std::string(op) + ": " + name + ": expected dtype " +
+                              dtype_name(x.dtype) + " (the dtype of x), got " +
+                              dtype_name(t.dtype));
+  check_aligned(t, op, name);
+  check_same_device(t, x, op, name, "x");
+  if (role == Role::Out) check_writable(t, op, name);
+}
+
+void check_compact_tail(const char* op, const TensorView& t, const char* name, int first,
+                        const char* what, Role role) {
+  if (!dims_compact(t, first))
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": " + what +
+                               " must be contiguous; got strides that are not" +
+                               (role == Role::Out ? "" : " (pass a contiguous copy)"));
+}
+
+void check_param(const char* op, const TensorView& t, const char* name, const TensorView& x,
+                 const int64_t* shape, int nd, const char* what, Role role) {
+  check_view(t, op, name);
+  bool same = t.ndim == nd;
+  for (int i = 0; same && i < nd; ++i) same = t.shape[i] == shape[i];
+  if (!same) {
+    int64_t n = 1;
+    for (int i = 0; i < nd; ++i) n *= shape[i];
+    const bool flat = t.ndim == 1 && t.shape[0] == n;  // a flat [H] parameter for a multi-dim row
+    if (!flat)
+      fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected shape " +
+                                 shape_str(shape, nd) + " (" + what + "), got " + shape_str(t));
+  }
+  const bool half = x.dtype == DType::Float16 || x.dtype == DType::BFloat16;
+  if (!(t.dtype == x.dtype || (half && t.dtype == DType::Float32)))
+    fail(ErrorKind::Type, std::string(op) + ": " + name + ": expected dtype " +
+                              dtype_name(x.dtype) + (half ? " or float32" : "") + " (x is " +
+                              dtype_name(x.dtype) + "), got " + dtype_name(t.dtype));
+  check_aligned(t, op, name);
+  check_same_device(t, x, op, name, "x");
+  if (!dims_compact(t, 0))
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected a contiguous array");
+  if (role == Role::Out) check_writable(t, op, name);
+}
+
+void check_stat(const char* op, const TensorView& t, const char* name, const TensorView& x,
+                int64_t count, const char* what, Role role) {
+  check_view(t, op, name);
+  if (t.numel() != count)
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected " +
+                               std::to_string(count) + " elements (" + what + " " +
+                               shape_str(x) + "), got shape " + shape_str(t));
+  if (t.dtype != stat_dtype(x.dtype))
+    fail(ErrorKind::Type, std::string(op) + ": " + name + ": expected dtype " +
+                              dtype_name(stat_dtype(x.dtype)) + " for " + dtype_name(x.dtype) +
+                              " x, got " + dtype_name(t.dtype));
+  check_aligned(t, op, name);
+  check_same_device(t, x, op, name, "x");
+  if (!dims_compact(t, 0))
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected a contiguous array");
+  if (role == Role::Out) check_writable(t, op, name);
+}
+
+Aliasing& Aliasing::in(const TensorView* t, const char* name) {
+  if (t != nullptr && nin_ < kMax) ins_[nin_] = t, in_names_[nin_++] = name;
+  return *this;
+}
+
+Aliasing& Aliasing::out(const TensorView* t, const char* name) {
+  if (t != nullptr && nout_ < kMax) outs_[nout_] = t, out_names_[nout_++] = name;
+  return *this;
+}
+
+void Aliasing::check() const {
+  for (int o = 0; o < nout_; ++o)
+    for (int i = 0; i < nin_; ++i) check_overlap(op_, *outs_[o], out_names_[o], ins_[i], in_names_[i]);
+  check_disjoint_outputs(op_, outs_, out_names_, nout_);
+}
+
+}  // namespace normkit::detail

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/row_norm_problem.hpp"
+#include "common/row_index.hpp"
 #include "normkit/error.hpp"
 #include "normkit/tensor.hpp"
 
@@ -44,6 +44,48 @@ void check_overlap(const char* op, const TensorView& out, const char* out_name,
 // call would write both (ValueError naming the later one).
 void check_disjoint_outputs(const char* op, const TensorView* const* outs,
                             const char* const* names, int n);
+
+// ---- The declarative toolkit every entry point is written with --------------------------
+
+enum class Role { In, Out };
+
+// An array shaped like x (input or output): same shape, dtype and device, element-aligned;
+// writable when an output.
+void check_like(const char* op, const TensorView& t, const char* name, const TensorView& x,
+                Role role);
+// Dims [first, ndim) of t are C-contiguous among themselves (the rows a kernel walks with
+// unit stride); `what` says which dims in the message.
+void check_compact_tail(const char* op, const TensorView& t, const char* name, int first,
+                        const char* what, Role role);
+// A parameter: shape `shape[0..nd)` (or flat with the same element count), dtype x's or
+// float32 for 16-bit x, x's device, aligned, C-contiguous; writable when an output.
+// `what` describes the expected shape in the message ("the normalized dims of x").
+void check_param(const char* op, const TensorView& t, const char* name, const TensorView& x,
+                 const int64_t* shape, int nd, const char* what, Role role);
+// A per-row statistic: `count` elements in any shape, stat_dtype(x), x's device,
+// C-contiguous; writable when an output. `what` names the count ("one per row of x").
+void check_stat(const char* op, const TensorView& t, const char* name, const TensorView& x,
+                int64_t count, const char* what, Role role);
+
+// Aliasing rules of one call: every output may be exactly an input (same data, dtype, shape
+// and strides) but must not partly overlap any input, and no two outputs share any byte.
+// Add every array (null ones are skipped), then check().
+class Aliasing {
+ public:
+  explicit Aliasing(const char* op) : op_(op) {}
+  Aliasing& in(const TensorView* t, const char* name);
+  Aliasing& out(const TensorView* t, const char* name);
+  void check() const;
+
+ private:
+  static constexpr int kMax = 16;
+  const char* op_;
+  const TensorView* ins_[kMax] = {};
+  const char* in_names_[kMax] = {};
+  const TensorView* outs_[kMax] = {};
+  const char* out_names_[kMax] = {};
+  int nin_ = 0, nout_ = 0;
+};
 
 // True when dims [first, ndim) are C-contiguous among themselves (size-1 dims ignored).
 bool dims_compact(const TensorView& t, int first);

@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 
 #include <string>
+#include <vector>
 
 #include "normkit/error.hpp"
 
@@ -253,6 +254,19 @@ void to_view(py::handle obj, const char* name, uintptr_t stream, ArrayRef& out, 
   } else {
     type_error(name, "__dlpack__ did not return a DLPack capsule");
   }
+}
+
+namespace {
+std::vector<BindFn>& binders() {
+  static std::vector<BindFn> v;
+  return v;
+}
+}  // namespace
+
+Binder::Binder(BindFn fn) { binders().push_back(fn); }
+
+void bind_all(py::module_& m) {
+  for (BindFn fn : binders()) fn(m);
 }
 
 }  // namespace normkit::py_interop

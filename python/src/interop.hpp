@@ -39,4 +39,21 @@ class ArrayRef {
 void to_view(pybind11::handle obj, const char* name, uintptr_t stream, ArrayRef& out,
              bool output = false);
 
+// The view of an argument, or null when it was None (the core's "absent").
+inline const TensorView* ptr(const ArrayRef& a) { return a.present ? &a.view : nullptr; }
+
+// Each family's binding file registers its functions with NK_PY_BINDINGS(name) { m.def(...); }
+// (a static registrar); the module calls them all once (bind_all), so adding a family adds a
+// file, not a line in module.cpp.
+using BindFn = void (*)(pybind11::module_&);
+struct Binder {
+  explicit Binder(BindFn fn);
+};
+void bind_all(pybind11::module_& m);
+
 }  // namespace normkit::py_interop
+
+#define NK_PY_BINDINGS(name)                                          \
+  static void name(pybind11::module_& m);                             \
+  static const ::normkit::py_interop::Binder name##_binder_{name};    \
+  static void name(pybind11::module_& m)

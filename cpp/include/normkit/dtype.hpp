@@ -64,6 +64,25 @@ NK_HD float bits_f32(uint32_t u) {
 #endif
 }
 
+NK_HD uint64_t f64_bits(double d) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint64_t>(__double_as_longlong(d));
+#else
+  uint64_t u;
+  std::memcpy(&u, &d, 8);
+  return u;
+#endif
+}
+NK_HD double bits_f64(uint64_t u) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(u));
+#else
+  double d;
+  std::memcpy(&d, &u, 8);
+  return d;
+#endif
+}
+
 NK_HD float bf16_to_float(bfloat16_t h) { return bits_f32(uint32_t(h.bits) << 16); }
 
 NK_HD bfloat16_t float_to_bf16(float f) {

@@ -14,6 +14,7 @@
 
 #include "normkit/config.hpp"
 #include "normkit/dtype.hpp"
+#include "normkit/dyt.hpp"
 #include "normkit/error.hpp"
 #include "normkit/row_norm.hpp"
 #include "normkit/runtime.hpp"

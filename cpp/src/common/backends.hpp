@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <string>
 
+#include "common/dyt_problem.hpp"
 #include "common/row_norm_problem.hpp"
 #include "normkit/tensor.hpp"
 
@@ -13,6 +14,9 @@ namespace normkit::detail {
 void cpu_row_norm_forward(const RowNormProblem& p);
 void cpu_row_norm_backward(const RowNormBackwardProblem& p);
 size_t cpu_row_norm_backward_workspace_size(const RowNormBackwardProblem& p);
+void cpu_dyt_forward(const DytProblem& p);
+void cpu_dyt_backward(const DytBackwardProblem& p);  // also rows == 0: zero-filled sums
+size_t cpu_dyt_backward_workspace_size(const DytBackwardProblem& p);
 
 #if defined(NORMKIT_WITH_CUDA)
 // CUDA (cuda/): every function runs on `stream` on device p.device_index and does not
@@ -21,6 +25,9 @@ namespace cuda {
 void row_norm_forward(const RowNormProblem& p, Stream stream);
 void row_norm_backward(const RowNormBackwardProblem& p, Stream stream);
 size_t row_norm_backward_workspace_size(const RowNormBackwardProblem& p);
+void dyt_forward(const DytProblem& p, Stream stream);
+void dyt_backward(const DytBackwardProblem& p, Stream stream);
+size_t dyt_backward_workspace_size(const DytBackwardProblem& p);
 int device_count();            // 0 when there is no driver or no device (never throws)
 std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"
 }  // namespace cuda

@@ -1,6 +1,7 @@
-// CPU dispatch: the ISA chosen once from CPUID (overridable), per-call preparation of the
-// parameters, the thread count, streaming-store and workspace decisions. Compiled without
-// ISA flags, so nothing here executes an instruction the CPU may lack.
+// CPU dispatch: the ISA chosen once from CPUID (overridable), and the decisions every
+// family's dispatcher shares (threads, streaming stores, parameter conversion, the fixed
+// block layout of parameter gradients). Compiled without ISA flags, so nothing here
+// executes an instruction the CPU may lack.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -10,8 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "common/backends.hpp"
-#include "common/row_norm_math.hpp"
 #include "cpu/dispatch.hpp"
 #include "cpu/kernels.hpp"
 #include "normkit/error.hpp"
@@ -19,14 +18,6 @@
 
 namespace normkit::cpu {
 namespace {
-
-struct IsaEntry {
-  const char* name;
-  void (*forward)(const detail::RowNormProblem&, const ForwardPrep&);
-  void (*backward)(const detail::RowNormBackwardProblem&, const BackwardPrep&);
-  void (*copy)(const void*, void*, int64_t, int, bool);
-  bool (*runnable)();
-};
 
 bool always() { return true; }
 
@@ -43,14 +34,15 @@ bool has_avx512() {
 }
 #endif
 
-// Lowest first. The table lists what this build compiled.
-const IsaEntry kIsas[] = {
-    {"scalar", scalar::row_norm_forward, scalar::row_norm_backward, scalar::copy, always},
+// Lowest first. The table lists what this build compiled; each row holds every kernel of
+// the list in cpu/kernels.hpp for that ISA.
+constexpr IsaTable kIsas[] = {
+    scalar::table(always),
 #if defined(__x86_64__) || defined(_M_X64)
-    {"avx2", avx2::row_norm_forward, avx2::row_norm_backward, avx2::copy, has_avx2},
-    {"avx512", avx512::row_norm_forward, avx512::row_norm_backward, avx512::copy, has_avx512},
+    avx2::table(has_avx2),
+    avx512::table(has_avx512),
 #elif defined(__aarch64__)
-    {"neon", neon::row_norm_forward, neon::row_norm_backward, neon::copy, always},
+    neon::table(always),
 #endif
 };
 constexpr int kNumIsas = int(sizeof(kIsas) / sizeof(kIsas[0]));
@@ -90,7 +82,9 @@ void init_isa() {
   g_isa.store(isa);
 }
 
-const IsaEntry& current() {
+}  // namespace
+
+const IsaTable& current() {
   if (g_isa.load(std::memory_order_acquire) < 0) std::call_once(g_isa_once, init_isa);
   return kIsas[g_isa.load(std::memory_order_relaxed)];
 }
@@ -117,6 +111,7 @@ int threads_for(int64_t elements, int64_t max_tasks) {
 
 DType compute_dtype(DType x) { return x == DType::Float64 ? DType::Float64 : DType::Float32; }
 
+namespace {
 template <typename C, typename S>
 void convert_add(const S* src, C* dst, int64_t H, C offset) {
   for (int64_t j = 0; j < H; ++j) dst[j] = C(to_compute(src[j])) + offset;
@@ -131,6 +126,8 @@ void convert_to(const void* p, DType dt, C* out, int64_t H, C offset) {
     case DType::BFloat16: return convert_add(static_cast<const bfloat16_t*>(p), out, H, offset);
   }
 }
+
+}  // namespace
 
 // Returns p itself when it already is a compute-type array with nothing to add; otherwise
 // converts (and adds `offset`) into `buf`.
@@ -155,9 +152,6 @@ void zero_fill(void* p, DType dt, int64_t n) {
 // never on the thread count, so dweight/dbias are bit-identical for any number of threads.
 // At most 64 blocks (enough to balance 2–32 threads), each at least 8 rows, and the
 // partials limited to ~2^21 values per sum so their traffic stays small next to the data.
-struct Blocks {
-  int64_t nblocks, rows_per_block;
-};
 Blocks block_layout(int64_t rows, int64_t H) {
   int64_t nb = std::min<int64_t>(64, std::max<int64_t>(1, rows / 8));
   nb = std::min<int64_t>(nb, std::max<int64_t>(1, (int64_t(1) << 21) / std::max<int64_t>(H, 1)));
@@ -166,11 +160,11 @@ Blocks block_layout(int64_t rows, int64_t H) {
   return {nb, rpb};
 }
 
-int backward_nacc(const detail::RowNormBackwardProblem& p) {
-  return (p.dweight != nullptr) + (p.dbias != nullptr) + (p.dx_bias != nullptr);
-}
 
-}  // namespace
+const IsaTable* find_isa_table(const std::string& name) {
+  const int i = find_isa(name);
+  return i < 0 ? nullptr : &kIsas[i];
+}
 
 const char* current_isa_name() { return current().name; }
 
@@ -199,75 +193,3 @@ void bench_copy(const void* src, void* dst, int64_t bytes, bool nontemporal) {
 
 }  // namespace normkit::cpu
 
-namespace normkit::detail {
-
-void cpu_row_norm_forward(const RowNormProblem& p) {
-  if (p.rows == 0) return;
-  if (p.H == 0) {  // empty rows: mean 0, variance 0
-    const bool f64 = p.x_dtype == DType::Float64;
-    for (int64_t r = 0; r < p.rows; ++r) {
-      if (p.mean) f64 ? void(static_cast<double*>(p.mean)[r] = 0) : void(static_cast<float*>(p.mean)[r] = 0);
-      if (p.rstd) {
-        if (f64)
-          static_cast<double*>(p.rstd)[r] = inv_std<double>(0.0, p.eps);
-        else
-          static_cast<float*>(p.rstd)[r] = inv_std<float>(0.0f, float(p.eps));
-      }
-    }
-    return;
-  }
-  std::vector<char> wbuf, bbuf, xbbuf;
-  cpu::ForwardPrep prep;
-  prep.weight = cpu::as_compute(p.weight, p.weight_dtype, p.x_dtype, p.H, p.weight_offset, wbuf);
-  prep.bias = cpu::as_compute(p.bias, p.bias_dtype, p.x_dtype, p.H, 0.0, bbuf);
-  prep.x_bias = cpu::as_compute(p.x_bias, p.x_bias_dtype, p.x_dtype, p.H, 0.0, xbbuf);
-  const int64_t elems = p.rows * p.H;
-  prep.threads = cpu::threads_for(elems, p.rows);
-  prep.nontemporal = elems * dtype_size(p.x_dtype) >= cpu::nontemporal_threshold();
-  cpu::current().forward(p, prep);
-}
-
-size_t cpu_row_norm_backward_workspace_size(const RowNormBackwardProblem& p) {
-  const int nacc = cpu::backward_nacc(p);
-  if (nacc == 0 || p.rows == 0 || p.H == 0) return 0;
-  const cpu::Blocks b = cpu::block_layout(p.rows, p.H);
-  return size_t(b.nblocks) * size_t(nacc) * size_t(p.H) *
-         size_t(dtype_size(cpu::compute_dtype(p.x_dtype)));
-}
-
-void cpu_row_norm_backward(const RowNormBackwardProblem& p) {
-  if (p.H == 0) return;
-  if (p.rows == 0) {  // Σ over no rows
-    cpu::zero_fill(p.dweight, p.dweight_dtype, p.H);
-    cpu::zero_fill(p.dbias, p.dbias_dtype, p.H);
-    cpu::zero_fill(p.dx_bias, p.dx_bias_dtype, p.H);
-    return;
-  }
-  std::vector<char> wbuf;
-  cpu::BackwardPrep prep;
-  prep.weight = cpu::as_compute(p.weight, p.weight_dtype, p.x_dtype, p.H, p.weight_offset, wbuf);
-  const cpu::Blocks b = cpu::block_layout(p.rows, p.H);
-  prep.nblocks = b.nblocks;
-  prep.rows_per_block = b.rows_per_block;
-  prep.nacc = cpu::backward_nacc(p);
-  const size_t need = cpu_row_norm_backward_workspace_size(p);
-  std::unique_ptr<char[]> own;
-  if (need > 0) {
-    if (p.workspace != nullptr) {
-      if (p.workspace_bytes < need)
-        throw Error(ErrorKind::Value, "row_norm_backward: workspace: expected at least " +
-                                          std::to_string(need) + " bytes, got " +
-                                          std::to_string(p.workspace_bytes));
-      prep.partials = p.workspace;
-    } else {
-      own.reset(new char[need]);
-      prep.partials = own.get();
-    }
-  }
-  const int64_t elems = p.rows * p.H;
-  prep.threads = cpu::threads_for(elems, prep.nblocks);
-  prep.nontemporal = elems * dtype_size(p.x_dtype) >= cpu::nontemporal_threshold();
-  cpu::current().backward(p, prep);
-}
-
-}  // namespace normkit::detail

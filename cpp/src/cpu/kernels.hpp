@@ -1,50 +1,64 @@
-// Internal: what the dispatcher (cpu/dispatch.cpp, built without ISA flags) hands to the
-// per-ISA kernels (cpu/row_norm_kernel.cpp, built once per ISA into namespace
-// normkit::cpu::<isa>).
+// Internal: the one list of per-ISA CPU kernels. Each kernel file (cpu/*_kernel.cpp) is
+// compiled once per ISA into namespace normkit::cpu::<isa> (see vec/vec.hpp); from the list
+// below come both the declarations in every ISA namespace and the dispatcher's table
+// (cpu/dispatch.cpp). A new kernel is one NK_CPU_KERNEL line here plus its kernel file; its
+// argument structs live in the family's own header (cpu/<family>_prep.hpp).
 #pragma once
 
 #include <cstdint>
 
-#include "common/row_norm_problem.hpp"
+#include "cpu/dyt_prep.hpp"
+#include "cpu/row_norm_prep.hpp"
+#include "cpu/vec_math_prep.hpp"
+
+// X(name, (parameter list)) — every kernel returns void.
+#define NK_CPU_KERNELS(X)                                                                  \
+  X(row_norm_forward, (const detail::RowNormProblem& p, const ForwardPrep& prep))          \
+  X(row_norm_backward, (const detail::RowNormBackwardProblem& p, const BackwardPrep& prep)) \
+  X(dyt_forward, (const detail::DytProblem& p, const DytPrep& prep))                        \
+  X(dyt_backward, (const detail::DytBackwardProblem& p, const DytPrep& prep))               \
+  X(vec_math_eval, (const VecMathEval& e))                                                  \
+  X(vec_prim_eval, (const VecPrimEval& e))                                                  \
+  X(copy, (const void* src, void* dst, int64_t bytes, int threads, bool nontemporal))
 
 namespace normkit::cpu {
 
-// Per-call preparation done once by the dispatcher, so the kernels' inner loops see one
-// parameter layout: [H] arrays of the compute type (float; double for float64 x), with the
-// RMS weight offset already added to the weight. Null when absent.
-struct ForwardPrep {
-  const void* weight = nullptr;
-  const void* bias = nullptr;
-  const void* x_bias = nullptr;
-  int threads = 1;
-  bool nontemporal = false;  // stream y (it is larger than the cache and is not read back)
-};
-
-struct BackwardPrep {
-  const void* weight = nullptr;  // compute type, offset added
-  // Deterministic parameter gradients (Note [Fixed-order parameter gradients]):
-  // rows are cut into `nblocks` blocks of `rows_per_block` (a function of rows and H only);
-  // block b accumulates Σ over its rows, in row order, into partials[b][k][0..H) for each
-  // of the `nacc` wanted sums (k: dweight, dbias, dx_bias in that order, absent ones
-  // skipped); the blocks are then added in block order.
-  void* partials = nullptr;  // compute type [nblocks][nacc][H]
-  int64_t nblocks = 1;
-  int64_t rows_per_block = 0;
-  int nacc = 0;
-  int threads = 1;
-  bool nontemporal = false;  // stream dx / dresidual
-};
-
-#define NK_DECLARE_CPU_ISA(isa)                                                          \
-  namespace isa {                                                                        \
-  void row_norm_forward(const detail::RowNormProblem& p, const ForwardPrep& prep);       \
-  void row_norm_backward(const detail::RowNormBackwardProblem& p, const BackwardPrep& prep); \
-  void copy(const void* src, void* dst, int64_t bytes, int threads, bool nontemporal);   \
+#define NK_DECLARE_KERNEL(name, params) void name params;
+#define NK_DECLARE_CPU_ISA(isa) \
+  namespace isa {               \
+  NK_CPU_KERNELS(NK_DECLARE_KERNEL) \
   }
 
 NK_DECLARE_CPU_ISA(scalar)
 NK_DECLARE_CPU_ISA(avx2)
 NK_DECLARE_CPU_ISA(avx512)
 NK_DECLARE_CPU_ISA(neon)
+
+#undef NK_DECLARE_CPU_ISA
+#undef NK_DECLARE_KERNEL
+
+// One ISA's kernels, as the dispatcher holds them.
+struct IsaTable {
+  const char* name;
+  bool (*runnable)();
+#define NK_TABLE_FIELD(name, params) void(*name) params;
+  NK_CPU_KERNELS(NK_TABLE_FIELD)
+#undef NK_TABLE_FIELD
+};
+
+// isa::table(runnable): that ISA's row of the dispatcher's table.
+#define NK_TABLE_ENTRY(name, params) &name,
+#define NK_DEFINE_TABLE(isa)                                            \
+  namespace isa {                                                       \
+  constexpr IsaTable table(bool (*runnable)()) {                        \
+    return {#isa, runnable, NK_CPU_KERNELS(NK_TABLE_ENTRY)};            \
+  }                                                                     \
+  }
+NK_DEFINE_TABLE(scalar)
+NK_DEFINE_TABLE(avx2)
+NK_DEFINE_TABLE(avx512)
+NK_DEFINE_TABLE(neon)
+#undef NK_DEFINE_TABLE
+#undef NK_TABLE_ENTRY
 
 }  // namespace normkit::cpu

@@ -12,22 +12,10 @@
 
 #include "common/row_norm_math.hpp"
 #include "cpu/kernels.hpp"
+#include "cpu/vec/loops.hpp"
 #include "cpu/vec/vec.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
-namespace {
-// The calling thread's index in the current parallel region (0 outside one).
-inline int thread_index() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-}  // namespace
 
 namespace normkit::cpu::NK_CPU_ISA {
 namespace {
@@ -140,74 +128,8 @@ C rms_mean_sq(const T* x, int64_t H) {
   return row_sum_sq_dev<T, C>(x, H, C(0)) / C(H);
 }
 
-// Note [One code path per element]: every element of an output goes through the same
-// vector instructions, whether it sits in the body of a row, in its tail, or in the
-// peel before the first aligned streaming store. Partial vectors are staged through small
-// stack buffers (padding is zero and never stored). Otherwise an element's bits would
-// depend on the alignment of its row — and so on the batch it came in (SPEC §0).
-template <typename T, typename C, typename F>
-NK_ALWAYS_INLINE void for_each_vector(int64_t H, T* out, bool nontemporal, F&& f) {
-  constexpr int64_t L = Vec<C>::size;
-  int64_t j = 0;
-  bool stream = false;
-  if constexpr (stream_alignment<T>() > 0) {
-    constexpr uintptr_t A = uintptr_t(stream_alignment<T>());
-    const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % A;
-    // An output that is not even element-aligned is never streamed.
-    stream = nontemporal && mis % sizeof(T) == 0;
-    if (stream && mis != 0) {
-      const int64_t n = std::min<int64_t>(H, int64_t((A - mis) / sizeof(T)));
-      f(int64_t(0), n, false);
-      j = n;
-    }
-  }
-  for (; j + L <= H; j += L) f(j, L, stream);
-  if (j < H) f(j, H - j, false);
-}
-
-// Load n < L elements into a zero-padded lane buffer / store the first n lanes.
-template <typename T, typename V>
-NK_ALWAYS_INLINE V load_part(const T* p, int64_t n) {
-  T buf[V::size];
-  std::memset(static_cast<void*>(buf), 0, sizeof(buf));
-  std::memcpy(static_cast<void*>(buf), p, size_t(n) * sizeof(T));
-  return V::load(buf);
-}
-template <typename T, typename V>
-NK_ALWAYS_INLINE void store_part(V v, T* p, int64_t n) {
-  T buf[V::size];
-  v.store(buf);
-  std::memcpy(static_cast<void*>(p), buf, size_t(n) * sizeof(T));
-}
-
-// Load / store n elements at p: a full vector when n == L.
-template <typename T, typename V>
-NK_ALWAYS_INLINE V ld(const T* p, int64_t n) {
-  return n == V::size ? V::load(p) : load_part<T, V>(p, n);
-}
-template <typename T, typename V>
-NK_ALWAYS_INLINE void st(V v, T* p, int64_t n, bool stream) {
-  if (n == V::size) {
-    if (stream)
-      v.stream(p);
-    else
-      v.store(p);
-  } else {
-    store_part<T, V>(v, p, n);
-  }
-}
-
 // y = ((x − mean_hi) − mean_lo)·rstd·w + b over one row (norm_affine, in vector form);
 // streaming stores when kNT.
-// Note [Prefetch the next row]: a row is read from memory once (pass 1) and then worked
-// on in cache (pass 2, the normalize pass); without help the memory system idles during
-// those passes. The last pass over row r therefore prefetches row r+1, one touch per
-// vector, so the next pass 1 finds it in cache.
-template <typename T>
-NK_ALWAYS_INLINE void prefetch(const T* p) {
-  if (p != nullptr) __builtin_prefetch(static_cast<const void*>(p), 0, 3);
-}
-
 template <typename T, typename C, bool kW, bool kB, bool kNT>
 NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMean<C> mean,
                                     C rstd, const C* NK_RESTRICT w, const C* NK_RESTRICT b,
@@ -440,29 +362,7 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   if (has_dw) outs[k] = p.dweight, dts[k++] = p.dweight_dtype;
   if (has_db) outs[k] = p.dbias, dts[k++] = p.dbias_dtype;
   if (has_dxb) outs[k] = p.dx_bias, dts[k++] = p.dx_bias_dtype;
-  const int64_t kCols = 1024;
-  const int64_t nchunks = (H + kCols - 1) / kCols;
-#pragma omp parallel for schedule(static) num_threads(prep.threads) if (prep.threads > 1 && H >= 4096)
-  for (int64_t c = 0; c < nchunks * prep.nacc; ++c) {
-    const int64_t acc = c / nchunks;
-    const int64_t j0 = (c % nchunks) * kCols;
-    const int64_t j1 = j0 + kCols < H ? j0 + kCols : H;
-    C tmp[kCols];
-    for (int64_t j = j0; j < j1; ++j) tmp[j - j0] = partials[acc * H + j];
-    for (int64_t blk = 1; blk < prep.nblocks; ++blk) {
-      const C* src = partials + (blk * prep.nacc + acc) * H;
-      for (int64_t j = j0; j < j1; ++j) tmp[j - j0] += src[j];
-    }
-    for (int64_t j = j0; j < j1; ++j) {
-      const C v = tmp[j - j0];
-      switch (dts[acc]) {
-        case DType::Float32: static_cast<float*>(outs[acc])[j] = float(v); break;
-        case DType::Float64: static_cast<double*>(outs[acc])[j] = double(v); break;
-        case DType::Float16: static_cast<half_t*>(outs[acc])[j] = float_to_half(float(v)); break;
-        case DType::BFloat16: static_cast<bfloat16_t*>(outs[acc])[j] = float_to_bf16(float(v)); break;
-      }
-    }
-  }
+  finish_column_sums<C>(partials, prep.nblocks, prep.nacc, H, outs, dts, nullptr, prep.threads);
 }
 
 template <typename T>

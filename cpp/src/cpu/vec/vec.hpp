@@ -2,10 +2,14 @@
 // per ISA. A kernel file includes this and is compiled once per ISA with NK_CPU_ISA set to
 // the ISA's name (its namespace) and NK_CPU_ISA_<name> defined; see CMakeLists.txt.
 //
-// Vec<C>:  size (lanes), zero(), set1(c), load(const T*) for T = C or, for C = float, the
-//          16-bit storage types (widened), store(T*) (rounded to nearest even),
-//          stream(T*) (non-temporal; p aligned to stream_alignment<T>()), + - *,
-//          fmadd(a, b, c) = a·b + c, sum() (horizontal, in a fixed order).
+// Vec<C>:  value_type (= C), size (lanes), Mask (a comparison's result), zero(), set1(c),
+//          load(const T*) for T = C or, for C = float, the 16-bit storage types (widened),
+//          store(T*) (rounded to nearest even), stream(T*) (non-temporal; p aligned to
+//          stream_alignment<T>()), + - * / and unary -, fmadd(a, b, c) = a·b + c,
+//          sum() (horizontal, in a fixed order), min max abs, lt le gt ge eq signbit, select,
+//          round, pow2i. Every ISA gives these the same meaning, special values included
+//          (NaN rule of min/max, signed zeros): common/lane.hpp states it once, and the
+//          scalar ISA's Vec is that Lane. The math on top of them: common/vec_math.hpp.
 #pragma once
 
 #if !defined(NK_CPU_ISA)

@@ -12,6 +12,8 @@ struct Vec;
 
 template <>
 struct Vec<float> {
+  using value_type = float;
+  using Mask = __m256;  // all-ones / all-zeros lanes
   static constexpr int size = 8;
   __m256 v;
 
@@ -43,7 +45,31 @@ struct Vec<float> {
   friend Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
   friend Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
+  friend Vec operator/(Vec a, Vec b) { return {_mm256_div_ps(a.v, b.v)}; }
+  friend Vec operator-(Vec a) { return {_mm256_xor_ps(a.v, _mm256_set1_ps(-0.0f))}; }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  // minps/maxps: a < b ? a : b (a > b ? a : b) — b when either is NaN, as Lane.
+  static Vec min(Vec a, Vec b) { return {_mm256_min_ps(a.v, b.v)}; }
+  static Vec max(Vec a, Vec b) { return {_mm256_max_ps(a.v, b.v)}; }
+  static Vec abs(Vec a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+  static Mask lt(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ); }
+  static Mask le(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ); }
+  static Mask gt(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ); }
+  static Mask ge(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ); }
+  static Mask eq(Vec a, Vec b) { return _mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ); }
+  // The sign bit spread over its lane (all-ones masks, like the comparisons').
+  static Mask signbit(Vec a) {
+    return _mm256_castsi256_ps(_mm256_srai_epi32(_mm256_castps_si256(a.v), 31));
+  }
+  static Vec select(Mask m, Vec a, Vec b) { return {_mm256_blendv_ps(b.v, a.v, m)}; }
+  static Vec round(Vec a) {
+    return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+  }
+  // n integer-valued in [-126, 127]: (n + 127) in the exponent field.
+  static Vec pow2i(Vec n) {
+    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(e, 23))};
+  }
   float sum() const {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -67,6 +93,8 @@ struct Vec<float> {
 
 template <>
 struct Vec<double> {
+  using value_type = double;
+  using Mask = __m256d;  // all-ones / all-zeros lanes
   static constexpr int size = 4;
   __m256d v;
 
@@ -78,7 +106,35 @@ struct Vec<double> {
   friend Vec operator+(Vec a, Vec b) { return {_mm256_add_pd(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm256_sub_pd(a.v, b.v)}; }
   friend Vec operator*(Vec a, Vec b) { return {_mm256_mul_pd(a.v, b.v)}; }
+  friend Vec operator/(Vec a, Vec b) { return {_mm256_div_pd(a.v, b.v)}; }
+  friend Vec operator-(Vec a) { return {_mm256_xor_pd(a.v, _mm256_set1_pd(-0.0))}; }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+  static Vec min(Vec a, Vec b) { return {_mm256_min_pd(a.v, b.v)}; }
+  static Vec max(Vec a, Vec b) { return {_mm256_max_pd(a.v, b.v)}; }
+  static Vec abs(Vec a) { return {_mm256_andnot_pd(_mm256_set1_pd(-0.0), a.v)}; }
+  static Mask lt(Vec a, Vec b) { return _mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ); }
+  static Mask le(Vec a, Vec b) { return _mm256_cmp_pd(a.v, b.v, _CMP_LE_OQ); }
+  static Mask gt(Vec a, Vec b) { return _mm256_cmp_pd(a.v, b.v, _CMP_GT_OQ); }
+  static Mask ge(Vec a, Vec b) { return _mm256_cmp_pd(a.v, b.v, _CMP_GE_OQ); }
+  static Mask eq(Vec a, Vec b) { return _mm256_cmp_pd(a.v, b.v, _CMP_EQ_OQ); }
+  // AVX2 has no 64-bit arithmetic shift: compare as signed 64-bit integers with 0.
+  static Mask signbit(Vec a) {
+    return _mm256_castsi256_pd(
+        _mm256_cmpgt_epi64(_mm256_setzero_si256(), _mm256_castpd_si256(a.v)));
+  }
+  static Vec select(Mask m, Vec a, Vec b) { return {_mm256_blendv_pd(b.v, a.v, m)}; }
+  static Vec round(Vec a) {
+    return {_mm256_round_pd(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+  }
+  // n integer-valued in [-1022, 1023]. AVX2 has no double -> int64 conversion: n + 1.5·2^52
+  // holds n in its low mantissa bits (Lane::pow2i); shifted into the exponent field, the
+  // rest falls off the top.
+  static Vec pow2i(Vec n) {
+    const __m256i t = _mm256_castpd_si256(_mm256_add_pd(n.v, _mm256_set1_pd(0x1.8p52)));
+    const __m256i e = _mm256_add_epi64(_mm256_slli_epi64(t, 52),
+                                       _mm256_set1_epi64x(int64_t(1023) << 52));
+    return {_mm256_castsi256_pd(e)};
+  }
   double sum() const {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));

@@ -12,6 +12,8 @@ struct Vec;
 
 template <>
 struct Vec<float> {
+  using value_type = float;
+  using Mask = __mmask16;  // bit i: lane i
   static constexpr int size = 16;
   __m512 v;
 
@@ -45,7 +47,28 @@ struct Vec<float> {
   friend Vec operator+(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
   friend Vec operator*(Vec a, Vec b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  friend Vec operator/(Vec a, Vec b) { return {_mm512_div_ps(a.v, b.v)}; }
+  friend Vec operator-(Vec a) { return {_mm512_xor_ps(a.v, _mm512_set1_ps(-0.0f))}; }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  // vminps/vmaxps: a < b ? a : b (a > b ? a : b) — b when either is NaN, as Lane.
+  static Vec min(Vec a, Vec b) { return {_mm512_min_ps(a.v, b.v)}; }
+  static Vec max(Vec a, Vec b) { return {_mm512_max_ps(a.v, b.v)}; }
+  static Vec abs(Vec a) { return {_mm512_andnot_ps(_mm512_set1_ps(-0.0f), a.v)}; }
+  static Mask lt(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
+  static Mask le(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ); }
+  static Mask gt(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ); }
+  static Mask ge(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ); }
+  static Mask eq(Vec a, Vec b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ); }
+  // The lanes' sign bits (vpmovd2m).
+  static Mask signbit(Vec a) { return _mm512_movepi32_mask(_mm512_castps_si512(a.v)); }
+  // mask_blend(k, x, y) = k ? y : x.
+  static Vec select(Mask m, Vec a, Vec b) { return {_mm512_mask_blend_ps(m, b.v, a.v)}; }
+  // roundscale with scale 2^0 (imm bits 7:4 = 0), rounding from the immediate.
+  static Vec round(Vec a) {
+    return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+  }
+  // scalef(1, n) = 1·2^floor(n): exact for the integer n of the domain.
+  static Vec pow2i(Vec n) { return {_mm512_scalef_ps(_mm512_set1_ps(1.0f), n.v)}; }
   float sum() const {
     // Fixed pairwise order (halves, then quarters...), the same on every call.
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
@@ -73,6 +96,8 @@ struct Vec<float> {
 
 template <>
 struct Vec<double> {
+  using value_type = double;
+  using Mask = __mmask8;  // bit i: lane i
   static constexpr int size = 8;
   __m512d v;
 
@@ -84,7 +109,23 @@ struct Vec<double> {
   friend Vec operator+(Vec a, Vec b) { return {_mm512_add_pd(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm512_sub_pd(a.v, b.v)}; }
   friend Vec operator*(Vec a, Vec b) { return {_mm512_mul_pd(a.v, b.v)}; }
+  friend Vec operator/(Vec a, Vec b) { return {_mm512_div_pd(a.v, b.v)}; }
+  friend Vec operator-(Vec a) { return {_mm512_xor_pd(a.v, _mm512_set1_pd(-0.0))}; }
   static Vec fmadd(Vec a, Vec b, Vec c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+  static Vec min(Vec a, Vec b) { return {_mm512_min_pd(a.v, b.v)}; }
+  static Vec max(Vec a, Vec b) { return {_mm512_max_pd(a.v, b.v)}; }
+  static Vec abs(Vec a) { return {_mm512_andnot_pd(_mm512_set1_pd(-0.0), a.v)}; }
+  static Mask lt(Vec a, Vec b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ); }
+  static Mask le(Vec a, Vec b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_LE_OQ); }
+  static Mask gt(Vec a, Vec b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GT_OQ); }
+  static Mask ge(Vec a, Vec b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_GE_OQ); }
+  static Mask eq(Vec a, Vec b) { return _mm512_cmp_pd_mask(a.v, b.v, _CMP_EQ_OQ); }
+  static Mask signbit(Vec a) { return _mm512_movepi64_mask(_mm512_castpd_si512(a.v)); }
+  static Vec select(Mask m, Vec a, Vec b) { return {_mm512_mask_blend_pd(m, b.v, a.v)}; }
+  static Vec round(Vec a) {
+    return {_mm512_roundscale_pd(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+  }
+  static Vec pow2i(Vec n) { return {_mm512_scalef_pd(_mm512_set1_pd(1.0), n.v)}; }
   double sum() const {
     const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));

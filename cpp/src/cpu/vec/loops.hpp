@@ -1,0 +1,131 @@
+// The CPU kernels' shared row loops and partial-vector IO, on top of Vec<C> (vec.hpp).
+// Included by kernel files (compiled once per ISA, into namespace normkit::cpu::<isa>).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/vec/vec.hpp"
+#include "normkit/dtype.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace normkit::cpu::NK_CPU_ISA {
+
+// The calling thread's index in the current parallel region (0 outside one).
+inline int thread_index() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Note [One code path per element]: every element of an output goes through the same
+// vector instructions, whether it sits in the body of a row, in its tail, or in the
+// peel before the first aligned streaming store. Partial vectors are staged through small
+// stack buffers (padding is zero and never stored). Otherwise an element's bits would
+// depend on the alignment of its row — and so on the batch it came in (SPEC §0).
+template <typename T, typename C, typename F>
+NK_ALWAYS_INLINE void for_each_vector(int64_t H, T* out, bool nontemporal, F&& f) {
+  constexpr int64_t L = Vec<C>::size;
+  int64_t j = 0;
+  bool stream = false;
+  if constexpr (stream_alignment<T>() > 0) {
+    constexpr uintptr_t A = uintptr_t(stream_alignment<T>());
+    const uintptr_t mis = reinterpret_cast<uintptr_t>(out) % A;
+    // An output that is not even element-aligned is never streamed.
+    stream = nontemporal && mis % sizeof(T) == 0;
+    if (stream && mis != 0) {
+      const int64_t n = std::min<int64_t>(H, int64_t((A - mis) / sizeof(T)));
+      f(int64_t(0), n, false);
+      j = n;
+    }
+  }
+  for (; j + L <= H; j += L) f(j, L, stream);
+  if (j < H) f(j, H - j, false);
+}
+
+// Load n < L elements into a zero-padded lane buffer / store the first n lanes.
+template <typename T, typename V>
+NK_ALWAYS_INLINE V load_part(const T* p, int64_t n) {
+  T buf[V::size];
+  std::memset(static_cast<void*>(buf), 0, sizeof(buf));
+  std::memcpy(static_cast<void*>(buf), p, size_t(n) * sizeof(T));
+  return V::load(buf);
+}
+template <typename T, typename V>
+NK_ALWAYS_INLINE void store_part(V v, T* p, int64_t n) {
+  T buf[V::size];
+  v.store(buf);
+  std::memcpy(static_cast<void*>(p), buf, size_t(n) * sizeof(T));
+}
+
+// Load / store n elements at p: a full vector when n == L.
+template <typename T, typename V>
+NK_ALWAYS_INLINE V ld(const T* p, int64_t n) {
+  return n == V::size ? V::load(p) : load_part<T, V>(p, n);
+}
+template <typename T, typename V>
+NK_ALWAYS_INLINE void st(V v, T* p, int64_t n, bool stream) {
+  if (n == V::size) {
+    if (stream)
+      v.stream(p);
+    else
+      v.store(p);
+  } else {
+    store_part<T, V>(v, p, n);
+  }
+}
+
+// Note [Prefetch the next row]: a row is read from memory once (pass 1) and then worked
+// on in cache (pass 2, the normalize pass); without help the memory system idles during
+// those passes. The last pass over row r therefore prefetches row r+1, one touch per
+// vector, so the next pass 1 finds it in cache.
+template <typename T>
+NK_ALWAYS_INLINE void prefetch(const T* p) {
+  if (p != nullptr) __builtin_prefetch(static_cast<const void*>(p), 0, 3);
+}
+
+// v stored as element j of `out`, of dtype dt (rounded to nearest even for 16-bit).
+template <typename C>
+NK_ALWAYS_INLINE void store_as(void* out, DType dt, int64_t j, C v) {
+  switch (dt) {
+    case DType::Float32: static_cast<float*>(out)[j] = float(v); break;
+    case DType::Float64: static_cast<double*>(out)[j] = double(v); break;
+    case DType::Float16: static_cast<half_t*>(out)[j] = float_to_half(float(v)); break;
+    case DType::BFloat16: static_cast<bfloat16_t*>(out)[j] = float_to_bf16(float(v)); break;
+  }
+}
+
+// The second pass of Note [Fixed-order parameter gradients]: partials[b][k][0..H) holds
+// block b's sum k; out k gets Σ_b partials[b][k][j], blocks added in block order (so the
+// bits depend on the block layout only, never on threads), stored as dts[k]. When raw[k] is
+// not null the sums are also kept there in C (raw may be partials' own block 0).
+template <typename C>
+void finish_column_sums(C* partials, int64_t nblocks, int nacc, int64_t H, void* const* outs,
+                        const DType* dts, C* const* raw, int threads) {
+  constexpr int64_t kCols = 1024;
+  const int64_t nchunks = (H + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && H >= 4096)
+  for (int64_t c = 0; c < nchunks * nacc; ++c) {
+    const int64_t acc = c / nchunks;
+    const int64_t j0 = (c % nchunks) * kCols;
+    const int64_t j1 = j0 + kCols < H ? j0 + kCols : H;
+    C tmp[kCols];
+    for (int64_t j = j0; j < j1; ++j) tmp[j - j0] = partials[acc * H + j];
+    for (int64_t blk = 1; blk < nblocks; ++blk) {
+      const C* src = partials + (blk * nacc + acc) * H;
+      for (int64_t j = j0; j < j1; ++j) tmp[j - j0] += src[j];
+    }
+    if (outs[acc] != nullptr)
+      for (int64_t j = j0; j < j1; ++j) store_as(outs[acc], dts[acc], j, tmp[j - j0]);
+    if (raw != nullptr && raw[acc] != nullptr)
+      for (int64_t j = j0; j < j1; ++j) raw[acc][j] = tmp[j - j0];
+  }
+}
+
+}  // namespace normkit::cpu::NK_CPU_ISA

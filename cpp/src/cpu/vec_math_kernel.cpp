@@ -1,0 +1,97 @@
+// Test hooks (cpu/vec_math_prep.hpp): common/vec_math.hpp's functions and the Vec primitives
+// of this ISA over arrays, compiled once per ISA like every kernel file (see vec/vec.hpp).
+//
+// Assumptions: in/out hold n >= 0 elements of the compute type the call names. Every element
+// goes through the same vector instructions: the last n % L elements as one zero-padded
+// vector, of which n % L lanes are stored (Note [One code path per element] in
+// cpu/vec/loops.hpp). No static initializers in this file (it is compiled with ISA flags).
+#include <cstdint>
+#include <cstring>
+
+#include "common/vec_math.hpp"
+#include "cpu/kernels.hpp"
+#include "cpu/vec/vec.hpp"
+
+namespace normkit::cpu::NK_CPU_ISA {
+namespace {
+
+// out[i] = f(a[i], b[i]) for i < n, one Vec at a time (b may be null: zeros).
+template <typename C, typename F>
+void map_vectors(const C* a, const C* b, C* out, int64_t n, F f) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  int64_t j = 0;
+  for (; j + L <= n; j += L) f(V::load(a + j), b ? V::load(b + j) : V::zero()).store(out + j);
+  if (j < n) {
+    const size_t bytes = size_t(n - j) * sizeof(C);
+    C pa[L] = {}, pb[L] = {}, po[L];
+    std::memcpy(pa, a + j, bytes);
+    if (b) std::memcpy(pb, b + j, bytes);
+    f(V::load(pa), V::load(pb)).store(po);
+    std::memcpy(out + j, po, bytes);
+  }
+}
+
+template <typename C>
+void math_typed(const VecMathEval& e) {
+  using V = Vec<C>;
+  const C* in = static_cast<const C*>(e.in);
+  C* out = static_cast<C*>(e.out);
+  switch (e.fn) {
+    case VecMathEval::Exp:
+      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+                         [](V x, V) { return detail::vmath::exp(x); });
+    case VecMathEval::Tanh:
+      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+                         [](V x, V) { return detail::vmath::tanh(x); });
+    case VecMathEval::Sigmoid:
+      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+                         [](V x, V) { return detail::vmath::sigmoid(x); });
+  }
+}
+
+template <typename C>
+void prim_typed(const VecPrimEval& e) {
+  using V = Vec<C>;
+  using P = VecPrimEval;
+  const C* a = static_cast<const C*>(e.a);
+  const C* b = static_cast<const C*>(e.b);
+  C* out = static_cast<C*>(e.out);
+  const auto mask = [](typename V::Mask m) { return V::select(m, V::set1(C(1)), V::zero()); };
+  switch (e.op) {
+    case P::Div: return map_vectors(a, b, out, e.n, [](V x, V y) { return x / y; });
+    case P::Min: return map_vectors(a, b, out, e.n, [](V x, V y) { return V::min(x, y); });
+    case P::Max: return map_vectors(a, b, out, e.n, [](V x, V y) { return V::max(x, y); });
+    case P::Abs: return map_vectors(a, b, out, e.n, [](V x, V) { return V::abs(x); });
+    case P::Neg: return map_vectors(a, b, out, e.n, [](V x, V) { return -x; });
+    case P::Lt: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::lt(x, y)); });
+    case P::Le: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::le(x, y)); });
+    case P::Gt: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::gt(x, y)); });
+    case P::Ge: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::ge(x, y)); });
+    case P::Eq: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::eq(x, y)); });
+    case P::Signbit:
+      return map_vectors(a, b, out, e.n, [&](V x, V) { return mask(V::signbit(x)); });
+    case P::Select:
+      return map_vectors(a, b, out, e.n, [](V x, V y) { return V::select(V::lt(x, y), y, x); });
+    case P::Round: return map_vectors(a, b, out, e.n, [](V x, V) { return V::round(x); });
+    case P::Pow2i: return map_vectors(a, b, out, e.n, [](V x, V) { return V::pow2i(x); });
+  }
+}
+
+}  // namespace
+
+void vec_math_eval(const VecMathEval& e) {
+  if (e.f64)
+    math_typed<double>(e);
+  else
+    math_typed<float>(e);
+}
+
+void vec_prim_eval(const VecPrimEval& e) {
+  if (e.f64)
+    prim_typed<double>(e);
+  else
+    prim_typed<float>(e);
+}
+
+}  // namespace normkit::cpu::NK_CPU_ISA

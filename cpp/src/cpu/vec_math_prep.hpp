@@ -1,0 +1,35 @@
+// Internal: test hooks that evaluate the Vec math functions (common/vec_math.hpp) and the Vec
+// primitives they stand on, of one ISA, over arrays, so that cpp/tests/test_vec_math.cpp can
+// check each ISA's error bounds against std:: and the ISAs against each other in one process.
+// Both kernels (cpu/vec_math_kernel.cpp) run full vectors and one zero-padded partial last
+// vector, storing only n lanes.
+#pragma once
+
+#include <cstdint>
+
+namespace normkit::cpu {
+
+struct VecMathEval {
+  enum Fn : int { Exp = 0, Tanh = 1, Sigmoid = 2 };
+  Fn fn = Exp;
+  bool f64 = false;         // double (in/out are double*) or float (float*)
+  const void* in = nullptr;  // [n]
+  void* out = nullptr;       // [n]
+  int64_t n = 0;
+};
+
+// out[i] = op(a[i], b[i]) with one Vec primitive (b unused by the unary ones). Mask results
+// (Lt ... Signbit) come back as select(mask, 1, 0); Select is select(lt(a, b), b, a).
+struct VecPrimEval {
+  enum Op : int {
+    Div = 0, Min, Max, Abs, Neg, Lt, Le, Gt, Ge, Eq, Signbit, Select, Round, Pow2i
+  };
+  Op op = Div;
+  bool f64 = false;          // double (a/b/out are double*) or float (float*)
+  const void* a = nullptr;   // [n]
+  const void* b = nullptr;   // [n]
+  void* out = nullptr;       // [n]
+  int64_t n = 0;
+};
+
+}  // namespace normkit::cpu
