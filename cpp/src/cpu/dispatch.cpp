@@ -191,5 +191,18 @@ void bench_copy(const void* src, void* dst, int64_t bytes, bool nontemporal) {
                  nontemporal);
 }
 
-}  // namespace normkit::cpu
+Scratch::Scratch(void* given, size_t given_bytes, size_t need, const char* op) {
+  if (need == 0) return;
+  if (given != nullptr) {
+    if (given_bytes < need)
+      throw Error(ErrorKind::Value, std::string(op) + ": workspace: expected at least " +
+                                        std::to_string(need) + " bytes, got " +
+                                        std::to_string(given_bytes));
+    ptr_ = given;
+  } else {
+    own_.reset(new char[need]);
+    ptr_ = own_.get();
+  }
+}
 
+}  // namespace normkit::cpu

@@ -2,7 +2,9 @@
 // (cpu/<family>_dispatch.cpp) shares. Compiled without ISA flags.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,5 +44,19 @@ struct Blocks {
   int64_t nblocks, rows_per_block;
 };
 Blocks block_layout(int64_t rows, int64_t width);
+
+// A backward's scratch for its partial sums: the caller's workspace (checked to hold `need`
+// bytes; `op` names the call in the error) or one allocation of our own, freed with this
+// object. Made by the dispatcher, before any parallel region (a bad_alloc inside one would
+// terminate the process).
+class Scratch {
+ public:
+  Scratch(void* given, size_t given_bytes, size_t need, const char* op);
+  void* get() const { return ptr_; }
+
+ private:
+  std::unique_ptr<char[]> own_;
+  void* ptr_ = nullptr;
+};
 
 }  // namespace normkit::cpu

@@ -69,20 +69,8 @@ void cpu_dyt_backward(const DytBackwardProblem& p) {
   prep.nblocks = b.nblocks;
   prep.rows_per_block = b.rows_per_block;
   prep.nacc = dyt_sums(p).count();
-  const size_t need = cpu_dyt_backward_workspace_size(p);
-  std::unique_ptr<char[]> own;  // allocated here, never inside the kernels' parallel regions
-  if (need > 0) {
-    if (p.workspace != nullptr) {
-      if (p.workspace_bytes < need)
-        throw Error(ErrorKind::Value, "dyt_backward: workspace: expected at least " +
-                                          std::to_string(need) + " bytes, got " +
-                                          std::to_string(p.workspace_bytes));
-      prep.partials = p.workspace;
-    } else {
-      own.reset(new char[need]);
-      prep.partials = own.get();
-    }
-  }
+  const cpu::Scratch scratch(p.workspace, p.workspace_bytes, cpu_dyt_backward_workspace_size(p), "dyt_backward");
+  prep.partials = scratch.get();
   const int64_t elems = p.rows * p.width;
   prep.threads = cpu::threads_for(elems, p.per_row ? p.rows : prep.nblocks);
   prep.nontemporal = elems * dtype_size(p.x_dtype) >= cpu::nontemporal_threshold();

@@ -69,20 +69,8 @@ void cpu_row_norm_backward(const RowNormBackwardProblem& p) {
   prep.nblocks = b.nblocks;
   prep.rows_per_block = b.rows_per_block;
   prep.nacc = cpu::backward_nacc(p);
-  const size_t need = cpu_row_norm_backward_workspace_size(p);
-  std::unique_ptr<char[]> own;
-  if (need > 0) {
-    if (p.workspace != nullptr) {
-      if (p.workspace_bytes < need)
-        throw Error(ErrorKind::Value, "row_norm_backward: workspace: expected at least " +
-                                          std::to_string(need) + " bytes, got " +
-                                          std::to_string(p.workspace_bytes));
-      prep.partials = p.workspace;
-    } else {
-      own.reset(new char[need]);
-      prep.partials = own.get();
-    }
-  }
+  const cpu::Scratch scratch(p.workspace, p.workspace_bytes, cpu_row_norm_backward_workspace_size(p), "row_norm_backward");
+  prep.partials = scratch.get();
   const int64_t elems = p.rows * p.H;
   prep.threads = cpu::threads_for(elems, prep.nblocks);
   prep.nontemporal = elems * dtype_size(p.x_dtype) >= cpu::nontemporal_threshold();
