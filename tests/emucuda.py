@@ -151,6 +151,12 @@ def _empty(shape, dtype=None, device=None):
     return EmuCudaArray(np.empty(shape, dtype=dtype))
 
 
+def _empty_like(x, dtype=None, device=None):
+    # The array API's empty_like: x's layout too (np.empty_like's order="K"), as elementwise
+    # ops (DyT) allocate their outputs.
+    return EmuCudaArray(np.empty_like(x._a, dtype=dtype))
+
+
 def _from_dlpack(x):
     raise TypeError("emucuda: from_dlpack of device arrays is not needed by normkit")
 
@@ -158,6 +164,7 @@ def _from_dlpack(x):
 # The array namespace normkit's GenericLib uses for non-CPU arrays.
 namespace = types.SimpleNamespace(
     empty=_empty,
+    empty_like=_empty_like,
     float32=np.dtype(np.float32),
     float64=np.dtype(np.float64),
     float16=np.dtype(np.float16),

@@ -237,6 +237,50 @@ def add_norm_backward_from(dx_norm, residual_scale=1.0, ds=None, x_bias=None):
     return dx, dres, dxb
 
 
+def _channel_shape(x: np.ndarray, channels_last: bool):
+    """Broadcast shape of a per-channel parameter: the last dim, or dim 1 (channels first)."""
+    if channels_last or x.ndim == 1:
+        return (x.shape[-1],)
+    return (x.shape[1],) + (1,) * (x.ndim - 2)
+
+
+def dyt_forward(x, alpha, weight=None, bias=None, channels_last=True):
+    """SPEC §6: y = γ·tanh(α·x) + β, γ and β per channel (last dim, or dim 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = float(np.asarray(alpha, dtype=np.float64).reshape(()))
+    cs = _channel_shape(x, channels_last)
+    y = np.tanh(a * x)
+    if weight is not None:
+        y = y * np.asarray(weight, dtype=np.float64).reshape(cs)
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float64).reshape(cs)
+    return y
+
+
+def dyt_backward(dy, x, alpha, weight=None, need_dbias=False, channels_last=True):
+    """SPEC §6 backward: (dx, dalpha [1], dweight or None, dbias or None)."""
+    dy = np.asarray(dy, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    a = float(np.asarray(alpha, dtype=np.float64).reshape(()))
+    cs = _channel_shape(x, channels_last)
+    w = np.ones(cs) if weight is None else np.asarray(weight, dtype=np.float64).reshape(cs)
+    t = np.tanh(a * x)
+    with np.errstate(over="ignore"):
+        s = 1.0 / np.cosh(a * x) ** 2  # sech²: 1 − t² would lose every digit where |t| → 1
+    red = _channel_axes(x, channels_last)
+    dx = dy * w * a * s
+    dalpha = np.array([np.sum(dy * w * x * s)])
+    dweight = None if weight is None else np.sum(dy * t, axis=red).reshape(np.shape(weight))
+    dbias = np.sum(dy, axis=red).reshape(-1) if need_dbias else None
+    return dx, dalpha, dweight, dbias
+
+
+def _channel_axes(x: np.ndarray, channels_last: bool):
+    """The axes a per-channel sum runs over."""
+    c = x.ndim - 1 if channels_last or x.ndim == 1 else 1
+    return tuple(i for i in range(x.ndim) if i != c)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. finite differences
 # ---------------------------------------------------------------------------------------------

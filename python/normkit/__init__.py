@@ -10,6 +10,7 @@ The torch integration (autograd, ``torch.compile``, ``nn.Module`` drop-ins) live
 from __future__ import annotations
 
 from . import _core
+from ._dyt import dyt, dyt_backward, dyt_forward
 from .functional import (
     add_layer_norm,
     add_layer_norm_backward,
@@ -89,6 +90,9 @@ __all__ = [
     "add_rms_norm",
     "add_rms_norm_forward",
     "add_rms_norm_backward",
+    "dyt",
+    "dyt_forward",
+    "dyt_backward",
     "set_num_threads",
     "get_num_threads",
     "cpu_isa",

@@ -3,8 +3,9 @@
 Every function takes NumPy arrays, torch tensors or any DLPack array, and returns the same
 kind (outputs allocated by the caller's library, on the caller's device, or written into
 ``out=``). The math and every argument check live in the C++ core; this module only decides
-the normalized dims, allocates outputs and, for torch tensors that need gradients, routes
-through the ``normkit.torch`` custom ops (so autograd and ``torch.compile`` work).
+the normalized dims and hands the arrays to the ops declared in ``_row_norm_ops`` (which say
+how every output is allocated). torch tensors go through ``normkit.torch`` (the lean eager
+path, autograd when a tensor needs gradients, the custom ops under ``torch.compile``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 import numpy as np
 
 from . import _core
-from ._arrays import NumpyLib, compact, compact_rows, is_torch, lib_for, misaligned_numpy
+from . import _row_norm_ops as decl
+from ._arrays import NumpyLib, is_torch, lib_for, misaligned_numpy
 
 _LAYER, _RMS = _core.NormKind.layer, _core.NormKind.rms
 
@@ -61,23 +63,21 @@ def _normalized_ndim(x, weight, normalized_shape) -> int:
     return nd
 
 
-def _torch_needs_autograd(*arrays) -> bool:
-    torch = sys.modules["torch"]
-    if torch.compiler.is_compiling():
-        return True
-    if not torch.is_grad_enabled():
-        return False
-    return any(getattr(a, "requires_grad", False) for a in arrays)
-
-
 def _detach(a):
     return a.detach() if is_torch(a) and a.requires_grad else a
 
 
-def _torch_ops():
-    from .torch import _ops
+_torch_ops_module = None
 
-    return _ops
+
+def _torch_ops():
+    """normkit.torch._ops, imported on first use (``import normkit`` does not import torch)."""
+    global _torch_ops_module
+    if _torch_ops_module is None:
+        from .torch import _ops
+
+        _torch_ops_module = _ops
+    return _torch_ops_module
 
 
 def _reject_out_with_grad(kind, residual, inputs, outs):
@@ -97,6 +97,15 @@ def _reject_out_with_grad(kind, residual, inputs, outs):
         )
 
 
+# The declared ops behind each (norm kind, fused add) pair.
+_FORWARD = {(_LAYER, False): decl.LAYER_NORM, (_RMS, False): decl.RMS_NORM,
+            (_LAYER, True): decl.ADD_LAYER_NORM, (_RMS, True): decl.ADD_RMS_NORM}
+_BACKWARD = {(_LAYER, False): decl.LAYER_NORM_BWD, (_RMS, False): decl.RMS_NORM_BWD,
+             (_LAYER, True): decl.ADD_LAYER_NORM_BWD, (_RMS, True): decl.ADD_RMS_NORM_BWD}
+# The fused ops without `s`, for a torch call that records no graph and does not return it.
+_WITHOUT_S = {kind: _FORWARD[kind, True].want(s=None) for kind in (_LAYER, _RMS)}
+
+
 def _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset, residual_scale,
              normalized_shape, out, residual_out, want_stats, want_s):
     """Shared body of every forward. Returns (y, s, mean, rstd) with None for what was not asked."""
@@ -105,36 +114,32 @@ def _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset, residu
                               (out, residual_out))
     nd = _normalized_ndim(x, weight, normalized_shape)
     lib = lib_for(x)
-    x = compact_rows(_detach(x), nd)
-    residual = compact_rows(_detach(residual), nd)
-    weight, bias, x_bias = compact(_detach(weight)), compact(_detach(bias)), compact(_detach(x_bias))
     # A byte-misaligned NumPy out= / residual_out= gets the result through an aligned copy.
     y_into = out if misaligned_numpy(out) else None
     s_into = residual_out if misaligned_numpy(residual_out) else None
-    if y_into is not None:
-        out = None
-    if s_into is not None:
-        residual_out = None
-    y = lib.empty_like_x(x) if out is None else out
-    s = None
-    if residual is not None and (want_s or residual_out is not None or s_into is not None):
-        s = lib.empty_like_x(x) if residual_out is None else residual_out
-    mean = rstd = None
-    if want_stats:
-        lead = tuple(x.shape)[: x.ndim - nd]
-        rstd = lib.empty_stat(x, lead)
-        if kind == _LAYER:
-            mean = lib.empty_stat(x, lead)
-    _core.row_norm_forward(kind, nd, eps, weight_offset, residual_scale, x, residual, x_bias,
-                           weight, bias, y, s, mean, rstd, lib.stream)
+    want_y = True if out is None or y_into is not None else out
+    s_wanted = (residual_out if residual_out is not None and s_into is None
+                else True if want_s or s_into is not None else None)
+    stats = True if want_stats else None
+    got = _FORWARD[kind, residual is not None].run_named(
+        lib,
+        dict(x=_detach(x), residual=_detach(residual), weight=_detach(weight),
+             bias=_detach(bias), x_bias=_detach(x_bias), eps=eps, weight_offset=weight_offset,
+             residual_scale=residual_scale, normalized_ndim=nd),
+        dict(y=want_y, s=s_wanted, mean=stats, rstd=stats, rrms=stats), lib.stream)
+    f = lib.finish
+    y, s = got["y"], got.get("s")
     if y_into is not None:
         y_into[...] = y
-        y, out = y_into, y_into
+        y = y_into
+    elif out is None:
+        y = f(y)
     if s_into is not None:
         s_into[...] = s
-        s, residual_out = s_into, s_into
-    f = lib.finish
-    return f(y) if out is None else y, f(s) if residual_out is None else s, f(mean), f(rstd)
+        s = s_into
+    elif residual_out is None:
+        s = f(s)
+    return y, s, f(got.get("mean")), f(got.get("rstd", got.get("rrms")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,9 +159,10 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, *, normalized_shape=None, ou
             return y
         except ValueError:
             pass  # e.g. a strided weight: the general path copies it, or names the problem
-    if out is None and is_torch(x) and _torch_needs_autograd(x, weight, bias):
+    if out is None and is_torch(x):
+        # torch: the lean eager path without autograd, autograd through our backward with it.
         nd = _normalized_ndim(x, weight, normalized_shape)
-        return _torch_ops().layer_norm(x, weight, bias, eps, nd)
+        return _torch_ops().LAYER_NORM(x, weight, bias, eps, nd)[0]
     return _forward(_LAYER, x, None, weight, bias, None, eps, 0.0, 1.0, normalized_shape, out,
                     None, False, False)[0]
 
@@ -183,19 +189,22 @@ def _backward(kind, dy, x, mean, rstd, weight, bias, weight_offset, residual_sca
               want_dresidual, want_dx_bias, stat_name):
     nd = _stat_nd(x, rstd, stat_name)
     lib = lib_for(x)
-    dy, x, ds = (compact_rows(_detach(a), nd) for a in (dy, x, ds))
-    weight = compact(_detach(weight))
-    mean, rstd = compact(_detach(mean)), compact(_detach(rstd))
-    dx = lib.empty_like_x(x)
-    dres = lib.empty_like_x(x) if want_dresidual else None
+    # Parameter gradients are allocated here: `bias` / `x_bias` may be mere flags (True).
     pshape = tuple(x.shape)[x.ndim - nd :]
     dweight = _empty_param(lib, weight, x, pshape) if weight is not None else None
     dbias = _empty_param(lib, bias, x, pshape) if bias is not None else None
     dxb = _empty_param(lib, want_dx_bias, x, pshape) if want_dx_bias is not None else None
-    _core.row_norm_backward(kind, nd, weight_offset, residual_scale, dy, ds, x, mean, rstd,
-                            weight, dx, dres, dweight, dbias, dxb, lib.stream)
+    x = _detach(x)
+    got = _BACKWARD[kind, want_dresidual].run_named(
+        lib,
+        dict(dy=_detach(dy), ds=_detach(ds), x=x, s=x, mean=_detach(mean), rstd=_detach(rstd),
+             rrms=_detach(rstd), weight=_detach(weight), bias=None, x_bias=None,
+             weight_offset=weight_offset, residual_scale=residual_scale, normalized_ndim=nd,
+             need_dresidual=True, need_dweight=True, need_dbias=True, need_dx_bias=True),
+        dict(dx=True, dresidual=True if want_dresidual else None, dweight=dweight, dbias=dbias,
+             dx_bias=dxb), lib.stream)
     f = lib.finish
-    return f(dx), f(dres), f(dweight), f(dbias), f(dxb)
+    return (f(got["dx"]), f(got.get("dresidual")), f(dweight), f(dbias), f(dxb))
 
 
 def _empty_param(lib, like, x, shape):
@@ -237,9 +246,9 @@ def rms_norm(x, weight=None, eps=1e-6, weight_offset=0.0, *, bias=None, normaliz
             return y
         except ValueError:
             pass  # the general path copies strided parameters, or names the problem
-    if out is None and is_torch(x) and _torch_needs_autograd(x, weight, bias):
+    if out is None and is_torch(x):
         nd = _normalized_ndim(x, weight, normalized_shape)
-        return _torch_ops().rms_norm(x, weight, bias, eps, weight_offset, nd)
+        return _torch_ops().RMS_NORM(x, weight, bias, eps, weight_offset, nd)[0]
     return _forward(_RMS, x, None, weight, bias, None, eps, weight_offset, 1.0, normalized_shape,
                     out, None, False, False)[0]
 
@@ -266,16 +275,18 @@ def rms_norm_backward(dy, x, rrms, weight=None, bias=None, weight_offset=0.0):
 
 def _add_norm(kind, x, residual, weight, bias, eps, weight_offset, residual_scale,
               return_residual, x_bias, normalized_shape, out, residual_out):
-    if (out is None and residual_out is None and is_torch(x)
-            and _torch_needs_autograd(x, residual, weight, bias, x_bias)):
+    if out is None and residual_out is None and is_torch(x):
         nd = _normalized_ndim(x, weight, normalized_shape)
         ops = _torch_ops()
         if kind == _LAYER:
-            y, s = ops.add_layer_norm(x, residual, weight, bias, eps, residual_scale, x_bias, nd)
+            op, args = ops.ADD_LAYER_NORM, (x, residual, weight, bias, eps, residual_scale,
+                                            x_bias, nd)
         else:
-            y, s = ops.add_rms_norm(x, residual, weight, bias, eps, weight_offset, residual_scale,
-                                    x_bias, nd)
-        return (y, s) if return_residual else y
+            op, args = ops.ADD_RMS_NORM, (x, residual, weight, bias, eps, weight_offset,
+                                          residual_scale, x_bias, nd)
+        # Without autograd, `s` is written only when it is returned.
+        outs = op.call(args, op.op.no_grad_want if return_residual else _WITHOUT_S[kind])
+        return (outs[0], outs[1]) if return_residual else outs[0]
     y, s, _, _ = _forward(kind, x, residual, weight, bias, x_bias, eps, weight_offset,
                           residual_scale, normalized_shape, out, residual_out, False,
                           return_residual)

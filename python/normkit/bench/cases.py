@@ -4,7 +4,8 @@ Every case is (op, dtype, shape, pass, mode):
 
 - op: ``layer_norm``, ``rms_norm``, ``add_layer_norm``, ``add_rms_norm`` over the last dim
   of a 2-D ``[N, H]`` input, weight (and bias for layer norm) of shape ``[H]`` in the
-  input's dtype;
+  input's dtype; ``dyt`` (SPEC §6, ``weight·tanh(alpha·x) + bias``, channels last, alpha
+  one element, weight and bias ``[H]``);
 - pass: ``fwd`` (inference forward: y only; for add+norm also the new residual stream s)
   or ``fwd+bwd`` (training forward with saved statistics, then the backward giving the
   input and parameter gradients);
@@ -23,7 +24,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
+OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "dyt")
 DTYPES = ("float32", "bfloat16")
 PASSES = ("fwd", "fwd+bwd")
 MODES = ("fresh", "out")
@@ -71,6 +72,10 @@ def bytes_moved(case: Case) -> int:
                                                                    dresidual written:
                                                                    8A + 4S + 5P
     add_rms_norm        4A + P                                     8A + 2S + 3P
+    dyt                 x, y; alpha, gamma, beta: 2A + 2P          fwd (y written, nothing
+                                                                   saved) + dy, x, gamma read,
+                                                                   dx, dalpha, dgamma, dbeta
+                                                                   written: 5A + 5P
     ==================  =========================================  ==========================
 
     ``dresidual`` is counted as its own write although with residual_scale = 1 it equals
@@ -91,12 +96,14 @@ def bytes_moved(case: Case) -> int:
         ("add_layer_norm", "fwd+bwd"): 8 * a + 4 * s + 5 * p,
         ("add_rms_norm", "fwd"): 4 * a + p,
         ("add_rms_norm", "fwd+bwd"): 8 * a + 2 * s + 3 * p,
+        ("dyt", "fwd"): 2 * a + 2 * p,
+        ("dyt", "fwd+bwd"): 5 * a + 5 * p,
     }
     return table[(case.op, case.pass_)]
 
 
 def has_bias(op: str) -> bool:
-    return op in ("layer_norm", "add_layer_norm")
+    return op in ("layer_norm", "add_layer_norm", "dyt")
 
 
 def has_residual(op: str) -> bool:
@@ -117,6 +124,7 @@ class HostData:
     w: np.ndarray
     b: Optional[np.ndarray]
     dy: np.ndarray
+    alpha: np.ndarray  # DyT's α, one element
 
 
 def make_data(shape: Tuple[int, int], seed: int = 0) -> HostData:
@@ -131,7 +139,7 @@ def make_data(shape: Tuple[int, int], seed: int = 0) -> HostData:
     w = (1.0 + 0.1 * rng.standard_normal(h, dtype=f32)).astype(f32)
     b = (0.1 * rng.standard_normal(h, dtype=f32)).astype(f32)
     dy = rng.standard_normal((n, h), dtype=f32)
-    return HostData(x, r, w, b, dy)
+    return HostData(x, r, w, b, dy, np.array([0.5], dtype=f32))
 
 
 class Converter:
@@ -188,16 +196,18 @@ class Arrays:
     w: object
     b: object
     dy: object
+    alpha: object
 
 
 def convert(data: HostData, conv: Converter) -> Arrays:
-    return Arrays(conv(data.x), conv(data.r), conv(data.w), conv(data.b), conv(data.dy))
+    return Arrays(conv(data.x), conv(data.r), conv(data.w), conv(data.b), conv(data.dy),
+                  conv(data.alpha))
 
 
 def for_op(a: Arrays, op: str) -> Arrays:
     """The inputs ``op`` takes: no residual for the plain norms, no bias for RMS norm."""
     return Arrays(a.x, a.r if has_residual(op) else None, a.w,
-                  a.b if has_bias(op) else None, a.dy)
+                  a.b if has_bias(op) else None, a.dy, a.alpha if op == "dyt" else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,6 +226,10 @@ def nk_callable(nk, case: Case, a: Arrays, conv: Converter) -> Fn:
         if case.mode == "out":
             y = conv.empty(n_h)
             s = conv.empty(n_h) if has_residual(op) else None
+        if op == "dyt":
+            if case.mode == "out":
+                return lambda: nk.dyt(x, a.alpha, w, b, out=y)
+            return lambda: nk.dyt(x, a.alpha, w, b)
         if op == "layer_norm":
             if case.mode == "out":
                 return lambda: nk.layer_norm(x, w, b, eps=LN_EPS, out=y)
@@ -237,6 +251,13 @@ def nk_callable(nk, case: Case, a: Arrays, conv: Converter) -> Fn:
                 )[0]
             return lambda: nk.add_rms_norm(x, r, w, eps=RMS_EPS, return_residual=True)[0]
     else:
+        if op == "dyt":
+
+            def f():
+                nk.dyt_forward(x, a.alpha, w, b)
+                return nk.dyt_backward(dy, x, a.alpha, w, b)[0]
+
+            return f
         if op == "layer_norm":
 
             def f():
@@ -281,6 +302,29 @@ def torch_callable(torch, case: Case, a: Arrays, conv: Converter) -> Tuple[Fn, s
     x, r, w, b, dy = a.x, a.r, a.w, a.b, a.dy
     shape = [h]
     note = ""
+    if op == "dyt":
+        # torch has no DyT: the paper's module is this composite (and its autograd).
+        al = a.alpha
+        if case.pass_ == "fwd":
+            if case.mode == "out":
+                y = conv.empty((n, h))
+
+                def f():
+                    torch.mul(al, x, out=y)
+                    torch.tanh(y, out=y)
+                    return torch.addcmul(b, y, w, out=y)
+
+                return f, "composite mul/tanh/addcmul with out="
+            return lambda: w * torch.tanh(al * x) + b, "composite w*tanh(a*x)+b"
+        xg = x.detach().requires_grad_(True)
+        ag, wg, bg = (t.detach().requires_grad_(True) for t in (al, w, b))
+
+        def f():
+            xg.grad = ag.grad = wg.grad = bg.grad = None
+            (wg * torch.tanh(ag * xg) + bg).backward(dy)
+            return xg.grad
+
+        return f, "composite w*tanh(a*x)+b through autograd"
     if case.pass_ == "fwd":
         if case.mode == "out":
             y = conv.empty((n, h))
@@ -394,6 +438,9 @@ def numpy_callable(case: Case, a: Arrays) -> Optional[Fn]:
         return None
     x, r, w, b = a.x, a.r, a.w, a.b
     op = case.op
+    if op == "dyt":
+        al = a.alpha
+        return lambda: w * np.tanh(al * x) + b
 
     def layer_norm(v):
         mu = v.mean(axis=-1, keepdims=True)

@@ -4,7 +4,8 @@ autograd through normkit's backward kernels, drop-in modules, and ``replace_norm
 Importing this package imports torch; ``import normkit`` alone does not.
 """
 
-from normkit.torch import _ops
+from normkit.torch import _dyt, _ops
+from normkit.torch._dyt import DyT, dyt, layer_norm_to_dyt
 from normkit.torch._ops import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from normkit.torch.modules import LayerNorm, RMSNorm, replace_norms
 
@@ -16,4 +17,7 @@ __all__ = [
     "rms_norm",
     "add_layer_norm",
     "add_rms_norm",
+    "DyT",
+    "dyt",
+    "layer_norm_to_dyt",
 ]

@@ -4,7 +4,8 @@
 constructor, defaults, parameters, ``state_dict`` keys, ``reset_parameters`` and
 ``extra_repr``, and ``isinstance(m, torch.nn.LayerNorm)`` stays true (code that picks norm
 parameters out for weight decay or initialization keeps working). Only ``forward`` differs:
-it calls the ``normkit`` custom ops, whose backward runs our kernels.
+it runs normkit's ops (``normkit.torch._ops``: the kernels directly in eager mode, the
+``torch.ops.normkit`` custom ops under ``torch.compile``), whose backward runs our kernels.
 
 Mixed precision as torch allows it: 16-bit input with float32 parameters gives a 16-bit
 output (SPEC §0).
@@ -20,23 +21,26 @@ from normkit.torch import _ops
 __all__ = ["LayerNorm", "RMSNorm", "replace_norms"]
 
 
-def _check_trailing_shape(input: Tensor, normalized_shape: Tuple[int, ...]) -> None:
-    # Without weight and bias the core cannot know normalized_shape, only its length.
-    nd = len(normalized_shape)
-    if input.dim() < nd or tuple(input.shape[input.dim() - nd :]) != normalized_shape:
-        raise ValueError(
-            f"input: expected a tensor whose last {nd} dims are {list(normalized_shape)}, "
-            f"got shape {list(input.shape)}"
-        )
+def _bad_trailing_shape(input: Tensor, normalized_shape: Tuple[int, ...]) -> ValueError:
+    return ValueError(
+        f"input: expected a tensor whose last {len(normalized_shape)} dims are "
+        f"{list(normalized_shape)}, got shape {list(input.shape)}")
+
+
+# forward() calls the op objects directly (not _ops.layer_norm): a module call is on every
+# step's critical path, and each Python call in it costs about a tenth of a small kernel.
 
 
 class LayerNorm(torch.nn.LayerNorm):
     """``torch.nn.LayerNorm`` computed by normkit (SPEC §1)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        _check_trailing_shape(input, self.normalized_shape)
-        return _ops.layer_norm(input, self.weight, self.bias, self.eps,
-                               len(self.normalized_shape))
+        ns, nd = self.normalized_shape, len(self.normalized_shape)
+        # Without weight and bias the core cannot know normalized_shape, only its length.
+        # (A torch.Size slice equals the tuple of the same ints.)
+        if input.dim() < nd or input.shape[input.dim() - nd :] != ns:
+            raise _bad_trailing_shape(input, ns)
+        return _ops.LAYER_NORM(input, self.weight, self.bias, self.eps, nd)[0]
 
 
 class RMSNorm(torch.nn.RMSNorm):
@@ -44,9 +48,11 @@ class RMSNorm(torch.nn.RMSNorm):
     ``torch.finfo(input.dtype).eps`` at call time, as in torch."""
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_trailing_shape(x, self.normalized_shape)
+        ns, nd = self.normalized_shape, len(self.normalized_shape)
+        if x.dim() < nd or x.shape[x.dim() - nd :] != ns:
+            raise _bad_trailing_shape(x, ns)
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        return _ops.rms_norm(x, self.weight, None, eps, 0.0, len(self.normalized_shape))
+        return _ops.RMS_NORM(x, self.weight, None, eps, 0.0, nd)[0]
 
 
 _REPLACEMENTS = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}

@@ -1,0 +1,181 @@
+"""The functional API of DyT (SPEC §6): ``y = weight·tanh(alpha·x) + bias``.
+
+Every function takes NumPy arrays, torch tensors or any DLPack array and returns the same
+kind; outputs keep the input's memory layout (DyT is elementwise: a torch.channels_last
+tensor gives a channels_last result). The two ops are declared once below (DYT, DYT_BWD);
+the functional API allocates through them, and ``normkit.torch`` registers them as custom
+ops with autograd (torch tensors that need gradients go there, so ``torch.compile`` works).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import _core
+from ._arrays import is_torch, lib_for, misaligned_numpy
+from ._registry import Bool, Like, Op, OptionalTensor, Out, Tensor
+
+__all__ = ["dyt", "dyt_forward", "dyt_backward", "DYT", "DYT_BWD"]
+
+
+def _layout_ok(a, channels_last: bool) -> bool:
+    """Whether the core can walk `a` in place: channels last needs a unit-stride last dim;
+    channels first needs the dims after C compact, or a unit-stride C (channels-last memory)."""
+    if is_torch(a):
+        shape, strides, item = tuple(a.shape), tuple(a.stride()), 1
+    else:
+        shape, strides, item = a.shape, a.strides, a.itemsize
+    nd = len(shape)
+    if nd == 0 or 0 in shape:
+        return True
+    if channels_last or nd <= 2:
+        return shape[-1] == 1 or strides[-1] == item
+    expect = item
+    for i in range(nd - 1, 1, -1):
+        if shape[i] != 1:
+            if strides[i] != expect:
+                return shape[1] == 1 or strides[1] == item
+            expect *= shape[i]
+    return True
+
+
+def _prepare(a, channels_last: bool):
+    """`a` itself when the core can use it in place, else one contiguous copy (misaligned NumPy
+    data is always copied: the core refuses it)."""
+    if a is None:
+        return None
+    if type(a) is np.ndarray:
+        if not a.flags.aligned or not _layout_ok(a, channels_last):
+            return np.array(a, order="C")
+        return a
+    if is_torch(a):
+        return a if _layout_ok(a, channels_last) else a.contiguous()
+    return a  # other libraries: the core names what it cannot use
+
+
+def _strides(a):
+    return tuple(a.stride()) if is_torch(a) else getattr(a, "strides", None)
+
+
+def _like_layout(a, x, lib):
+    """`a` (shaped like x) in x's memory layout: the core walks every array of a call the same
+    way, so a gradient that autograd made contiguous for a channels_last x is copied once."""
+    if (a is None or not hasattr(a, "shape") or tuple(a.shape) != tuple(x.shape)
+            or _strides(a) == _strides(x)):
+        return a  # (a shape mismatch is the core's to report)
+    if type(a) is np.ndarray or is_torch(a):
+        t = _empty_like(lib, x)
+        t[...] = a
+        return t
+    return a
+
+
+def _empty_like(lib, x):
+    """An output with x's shape, dtype, device and memory layout."""
+    if is_torch(x):
+        return sys.modules["torch"].empty_like(x)
+    if type(x) is np.ndarray:
+        return np.empty_like(x)
+    return lib.empty_like_x(x)
+
+
+# ---------------------------------------------------------------------------------------
+# The declarations (normkit._registry): the torch ops and every allocation come from here.
+# ---------------------------------------------------------------------------------------
+
+
+def _dyt_layout(lib, x, channels_last):
+    return _prepare(x, channels_last)
+
+
+def _dy_like_x(lib, dy, x, channels_last):
+    return _like_layout(_prepare(dy, channels_last), x, lib)
+
+
+DYT_BWD = Op(
+    "dyt_bwd",
+    inputs=[Tensor("dy", prep=_dy_like_x), Tensor("x", prep=_dyt_layout),
+            Tensor("alpha", contiguous=True), OptionalTensor("weight", contiguous=True),
+            OptionalTensor("bias"), Bool("channels_last"), Bool("need_dalpha"),
+            Bool("need_dweight"), Bool("need_dbias")],
+    outputs=[Out("dx", Like("x", strides="preserve"), grad_of="x"),
+             Out("dalpha", Like("alpha"), grad_of="alpha"),
+             Out("dweight", Like("weight"), grad_of="weight"),
+             Out("dbias", Like("bias"), grad_of="bias")],
+    kernel=lambda dy, x, alpha, weight, bias, channels_last, need_dalpha, need_dweight,
+    need_dbias, dx, dalpha, dweight, dbias, stream: _core.dyt_backward(
+        dy, x, alpha, weight, dx, dalpha, dweight, dbias, channels_last, stream),
+)
+
+DYT = Op(
+    "dyt_fwd",
+    inputs=[Tensor("x", differentiable=True, prep=_dyt_layout),
+            Tensor("alpha", differentiable=True, contiguous=True),
+            OptionalTensor("weight", differentiable=True, contiguous=True),
+            OptionalTensor("bias", differentiable=True, contiguous=True),
+            Bool("channels_last")],
+    outputs=[Out("y", Like("x", strides="preserve"))],
+    kernel=lambda x, alpha, weight, bias, channels_last, y, stream: _core.dyt_forward(
+        x, alpha, weight, bias, y, channels_last, stream),
+    backward=DYT_BWD,
+)
+
+
+def _detach(a):
+    return a.detach() if is_torch(a) and a.requires_grad else a
+
+
+def _needs_autograd(*arrays) -> bool:
+    torch = sys.modules["torch"]
+    if torch.compiler.is_compiling():
+        return True
+    return torch.is_grad_enabled() and any(getattr(a, "requires_grad", False) for a in arrays)
+
+
+def dyt(x, alpha, weight=None, bias=None, *, channels_last=True, out=None):
+    """Dynamic Tanh (Zhu et al. 2025): ``y = weight·tanh(alpha·x) + bias`` with ``alpha`` one
+    element and ``weight``, ``bias`` per channel — the last dim (``channels_last=True``) or
+    dim 1 of ``(N, C, *)`` data. Returns ``y``, or writes ``out`` (``out=x`` is in place)."""
+    if is_torch(x):
+        if out is None and _needs_autograd(x, alpha, weight, bias):
+            from .torch import _dyt
+
+            return _dyt.dyt(x, alpha, weight, bias, channels_last)
+        if out is not None:
+            torch = sys.modules["torch"]
+            if torch.is_grad_enabled() and any(getattr(a, "requires_grad", False)
+                                               for a in (x, alpha, weight, bias, out)):
+                raise RuntimeError(
+                    "dyt(): functions with out=... arguments don't support automatic "
+                    "differentiation, but one of the arguments requires grad (call it without "
+                    "out=, or under torch.no_grad())")
+    lib = lib_for(x)
+    into = out if misaligned_numpy(out) else None  # computed aligned, then copied in
+    want = [True if out is None or into is not None else out]
+    args = [_detach(a) for a in (x, alpha, weight, bias)] + [channels_last]
+    y = DYT.run(lib, args, want, lib.stream)[0]
+    if into is not None:
+        into[...] = y
+        return into
+    return lib.finish(y) if out is None else y
+
+
+def dyt_forward(x, alpha, weight=None, bias=None, *, channels_last=True):
+    """DyT for users who drive their own autograd: returns ``y`` (the backward needs only
+    ``x``, not saved statistics)."""
+    lib = lib_for(x)
+    args = [_detach(a) for a in (x, alpha, weight, bias)] + [channels_last]
+    return lib.finish(DYT.run(lib, args, DYT.all_want, lib.stream)[0])
+
+
+def dyt_backward(dy, x, alpha, weight=None, bias=None, *, channels_last=True):
+    """Gradients of :func:`dyt`: ``(dx, dalpha, dweight, dbias)``, ``None`` for an absent
+    parameter; ``bias`` only says whether ``dbias`` is wanted. ``dalpha`` has alpha's shape
+    and dtype. Every sum is reduced in a fixed order (the same bits for any thread count)."""
+    lib = lib_for(x)
+    args = [_detach(a) for a in (dy, x, alpha, weight, bias)] + [channels_last, True, True, True]
+    f = lib.finish
+    return tuple(None if g is None else f(g)
+                 for g in DYT_BWD.run(lib, args, DYT_BWD.all_want, lib.stream))
