@@ -347,6 +347,12 @@ def test_torch_channels_last_memory_format_is_kept():
     x = torch.randn(2, 8, 5, 3).to(memory_format=torch.channels_last).requires_grad_(True)
     y = m(x)
     assert y.is_contiguous(memory_format=torch.channels_last)
+    # The custom op (what torch.compile traces) and its fake implementation agree.
+    y_op = torch.ops.normkit.dyt_fwd.default(x.detach(), m.alpha.detach(), m.weight.detach(),
+                                             m.bias.detach(), False)
+    assert y_op.stride() == x.stride()
+    compiled = torch.compile(lambda v: m(v).sum(), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x.detach()), y.detach().sum())
     ref = _PaperDyT(torch, 8, False)
     ref.m.load_state_dict(m.state_dict())
     x2 = x.detach().contiguous().requires_grad_(True)

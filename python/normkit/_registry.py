@@ -47,50 +47,10 @@ Conventions (checked when the :class:`Op` is built, so a wrong declaration fails
   else kept). Each backward output names the forward input it is the gradient of
   (``grad_of=``); the forward's differentiable inputs must all be covered.
 
-Example: DyT (SPEC §6), as its family file would declare it. Elementwise, so outputs keep
-x's strides (a channels_last tensor gives a channels_last result); ``_dyt_layout`` and
-``_dy_like_x`` are that file's preps (one copy when the core cannot walk an array in place;
-``dy`` in the layout of the prepared ``x``, which the kernel walks alike). Saved for backward
-come out of the backward's inputs: x, alpha, weight and bias (only bias's shape is used) —
-not y; ``channels_last`` is kept; the need flags follow the inputs' ``requires_grad``.
-
-.. code-block:: python
-
-    DYT_BWD = Op(
-        "dyt_bwd",
-        inputs=[Tensor("dy", prep=_dy_like_x), Tensor("x", prep=_dyt_layout),
-                Tensor("alpha", contiguous=True), OptionalTensor("weight", contiguous=True),
-                OptionalTensor("bias"), Bool("channels_last"), Bool("need_dalpha"),
-                Bool("need_dweight"), Bool("need_dbias")],
-        outputs=[Out("dx", Like("x", strides="preserve"), grad_of="x"),
-                 Out("dalpha", Like("alpha"), grad_of="alpha"),
-                 Out("dweight", Like("weight"), grad_of="weight"),
-                 Out("dbias", Like("bias"), grad_of="bias")],
-        kernel=lambda dy, x, alpha, weight, bias, channels_last, need_dalpha, need_dweight,
-        need_dbias, dx, dalpha, dweight, dbias, stream: _core.dyt_backward(
-            dy, x, alpha, weight, dx, dalpha, dweight, dbias, channels_last, stream),
-    )
-
-    DYT = Op(
-        "dyt_fwd",
-        inputs=[Tensor("x", differentiable=True, prep=_dyt_layout),
-                Tensor("alpha", differentiable=True, contiguous=True),
-                OptionalTensor("weight", differentiable=True, contiguous=True),
-                OptionalTensor("bias", differentiable=True, contiguous=True),
-                Bool("channels_last")],
-        outputs=[Out("y", Like("x", strides="preserve"))],
-        kernel=lambda x, alpha, weight, bias, channels_last, y, stream: _core.dyt_forward(
-            x, alpha, weight, bias, y, channels_last, stream),
-        backward=DYT_BWD,
-    )
-
-    # where the family's preps are, e.g.
-    #   def _dyt_layout(lib, x, channels_last): ...      # x, or one copy the core can walk
-    #   def _dy_like_x(lib, dy, x, channels_last): ...   # dy in the (prepared) x's layout
-
-and on the torch side (``normkit/torch/_dyt_ops.py``) one line, ``DYT = register(DYT)``, with
-``dyt(x, alpha, weight, bias, channels_last)`` returning ``DYT(x, alpha, weight, bias,
-channels_last)``. AdaNorm (SPEC §8) follows the row norms' pattern:
+Example: DyT (SPEC §6) is declared in ``normkit/_dyt.py`` (an elementwise op with a scalar
+parameter, stride-preserving outputs, custom layout preps and a channels-first/last flag),
+and registered on the torch side in ``normkit/torch/_dyt.py`` with one line,
+``DYT = register(decl.DYT)``. AdaNorm (SPEC §8, next) will follow the row norms' pattern:
 
 .. code-block:: python
 
@@ -116,9 +76,7 @@ channels_last)``. AdaNorm (SPEC §8) follows the row norms' pattern:
         backward=ADA_NORM_BWD,
     )
 
-(``_core.ada_norm_*``'s argument order here is a placeholder: the binding does not exist yet.
-The tests build the DyT example above, with torch stand-ins for ``_core``, and run it through
-gradcheck, opcheck and torch.compile.)
+(a sketch: AdaNorm's binding does not exist yet.)
 """
 
 from __future__ import annotations
