@@ -1,5 +1,5 @@
-// cuda/row_norm.cu — layer norm, RMS norm and fused residual add + norm on the GPU
-// (SPEC §1–3). The math is cpp/src/common/row_norm_math.hpp; this file only decides which
+// cuda/row_norm.cu — layer norm, RMS norm, fused residual add + norm and AdaNorm on the GPU
+// (SPEC §1–3, §8). The math is cpp/src/common/row_norm_math.hpp; this file only decides which
 // thread computes what, and in which order.
 //
 // Shapes (see row_norm_problem.hpp): x, residual, y, residual_out, dy, ds, dx, dresidual are
@@ -113,8 +113,10 @@ struct FwdArgs {
   int64_t rows = 0, H = 0, nchunks = 0, nseg = 1;
   int seg_chunks = 0;
   bool vec = false;
-  bool rms = false;  // RMS norm (warp-uniform; a template flag would double the kernels)
+  // The norm (uniform over the grid; a template parameter would triple the kernels).
+  NormKind kind = NormKind::Layer;
   double eps = 0, weight_offset = 0, residual_scale = 1;
+  double ada_k = 0, ada_scale = 1;  // AdaNorm
   const void* x = nullptr;
   RowIndex x_idx;
   const void* residual = nullptr;
@@ -137,11 +139,14 @@ template <typename C>
 struct RowStats {
   C hi, lo, rstd;
 };
+// AdaNorm's rstd is 1/(s + eps) of the unbiased s (ada_inv_std).
 template <typename C>
 __device__ __forceinline__ RowStats<C> layer_row_stats(const Moments<double>& m, int64_t H,
-                                                       C eps) {
+                                                       C eps, bool ada) {
   const SplitMean<C> sm = split_mean<C>(m.mean);
-  return RowStats<C>{sm.hi, sm.lo, inv_std<C>(C(m.m2 / double(H)), eps)};
+  return RowStats<C>{sm.hi, sm.lo,
+                     ada ? ada_inv_std<C>(C(m.m2 / double(H - 1)), eps)
+                         : inv_std<C>(C(m.m2 / double(H)), eps)};
 }
 
 // A parameter pointer advanced to element e_begin (a segment start: a multiple of 32 chunks,
@@ -194,6 +199,8 @@ __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
   const int tx = int(threadIdx.x);
   const int tpr = int(blockDim.x);
   const C eps = C(a.eps), offset = C(a.weight_offset), scale = C(a.residual_scale);
+  const bool rms = a.kind == NormKind::RMS, ada = a.kind == NormKind::Ada;
+  const AdaCoeffs<C> ac = ada_coeffs<C>(a.ada_k, a.ada_scale);
   const int64_t tasks = a.rows * a.nseg;
   const int64_t seg_elems = int64_t(a.seg_chunks) * V;
   const bool whole = a.stage == Stage::Whole;
@@ -244,7 +251,7 @@ __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
     } else {
       // This segment's statistics over the registers. Padding is 0.
       C acc[1] = {C(0)};
-      if (a.rms) {
+      if (rms) {
 #pragma unroll
         for (int i = 0; i < K; ++i)
 #pragma unroll
@@ -293,7 +300,8 @@ __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
           continue;
         }
         // One segment is the whole row (len == H).
-        const RowStats<C> st = layer_row_stats<C>(corrected_moments<C>(n, m, ds[0], ds[1]), a.H, eps);
+        const RowStats<C> st =
+            layer_row_stats<C>(corrected_moments<C>(n, m, ds[0], ds[1]), a.H, eps, ada);
         mean_hi = st.hi;
         mean_lo = st.lo;
         rstd = st.rstd;
@@ -305,7 +313,23 @@ __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
     }
 
     // y = norm_affine(s, hi, lo, rstd, w + offset, b); w = 1 and b = 0 when absent.
+    // AdaNorm: y = ada_phi(x̂)·x̂ (no parameters).
     T* y = static_cast<T*>(a.y) + a.y_idx.offset(row) + e_begin;
+    if (ada) {
+#pragma unroll
+      for (int i = 0; i < K; ++i) {
+        const int e0 = (i * tpr + tx) * V;
+        if (e0 >= len) continue;
+        C out[V];
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const C xh = ((v[i][j] - mean_hi) - mean_lo) * rstd;
+          out[j] = ada_phi(xh, ac.a, ac.nb) * xh;
+        }
+        store_vec(y, e0, len, a.vec, out);
+      }
+      continue;
+    }
     const ParamPtr weight = shifted<T>(a.weight, e_begin), bias = shifted<T>(a.bias, e_begin);
 #pragma unroll
     for (int i = 0; i < K; ++i) {
@@ -347,21 +371,20 @@ __global__ void fill_empty_stats_kernel(int64_t rows, C* mean, C* rstd, C rstd_v
 // Assumptions: blockDim = (32, kCombineRows); part as written by Stage::SegPartials.
 constexpr int kCombineRows = 8;  // rows (warps) per block
 
-// The backward's per-row terms from Σe, Σg, Σg·e over the row, e = x − mean (the saved
-// float mean; Note [Corrected two-pass] in row_norm_math.hpp): corr = Σe/H recovers the part
-// of the mean the saved value lacks, x̂ = (e − corr)·rstd, mean(g·x̂) = rstd·(Σg·e − corr·Σg)/H.
-// RMS: corr = mean(g) = 0. The same expressions as the CPU's backward_row.
+// The backward's per-row terms (corr, mean(g), mean(g·x̂)) come from row_norm_math.hpp:
+// backward_terms over the row's (Σe, Σg, Σg·e), e = x − mean (the saved mean), or
+// ada_backward_terms over AdaNorm's five sums (Note [AdaNorm backward]) — the CPU's
+// expressions. kBwdSums: the most sums per segment (AdaNorm's five; the others use three).
+constexpr int kBwdSums = 5;
 template <typename C>
-struct BwdTerms {
-  C corr, mean_g, mean_gx;
-};
-template <typename C>
-__device__ __forceinline__ BwdTerms<C> backward_row_terms(C se, C sg, C sge, int64_t H, C rstd,
-                                                          bool rms) {
-  if (rms) se = sg = C(0);
-  const C inv_h = C(1) / C(H);
-  const C corr = se * inv_h;
-  return BwdTerms<C>{corr, sg * inv_h, rstd * (sge - corr * sg) * inv_h};
+__device__ __forceinline__ BackwardTerms<C> row_terms(const C (&s)[kBwdSums], int64_t H, C rstd,
+                                                      NormKind kind, AdaCoeffs<C> ac) {
+  if (kind == NormKind::Ada) return ada_backward_terms<C>(AdaSums<C>{s[0], s[1], s[2], s[3], s[4]}, H, rstd, ac);
+  return backward_terms<C>(s[0], s[1], s[2], H, rstd, kind == NormKind::RMS);
+}
+// Sums per segment of each kind: layer / RMS (Σe, Σg, Σg·e), AdaNorm (Σe, Σe², Σdy, Σdy·e, Σdy·e²).
+__host__ __device__ __forceinline__ int bwd_sums(NormKind kind) {
+  return kind == NormKind::Ada ? 5 : 3;
 }
 
 // Forward: turns each segment's (m, Σd, Σd²) into its exact moments (corrected_moments) and
@@ -370,14 +393,14 @@ __device__ __forceinline__ BwdTerms<C> backward_row_terms(C se, C sg, C sge, int
 template <typename C>
 __global__ void __launch_bounds__(32 * kCombineRows)
     forward_combine_kernel(int64_t rows, int64_t nseg, int64_t seg_elems, int64_t H, double eps_d,
-                           bool rms, const C* part, C* stats, C* mean_out, C* rstd_out) {
+                           NormKind kind, const C* part, C* stats, C* mean_out, C* rstd_out) {
   const int lane = int(threadIdx.x);
   const C eps = C(eps_d);
   for (int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += int64_t(gridDim.x) * blockDim.y) {
     const C* rp = part + 3 * row * nseg;
     RowStats<C> st{C(0), C(0), C(1)};
-    if (rms) {
+    if (kind == NormKind::RMS) {
       C ss = C(0);
       for (int64_t k = lane; k < nseg; k += 32) ss += rp[3 * k];
       st.rstd = inv_std(warp_sum(ss) / C(H), eps);
@@ -388,7 +411,7 @@ __global__ void __launch_bounds__(32 * kCombineRows)
         m = merge_moments(m, corrected_moments<C>(cnt, rp[3 * k], rp[3 * k + 1], rp[3 * k + 2]));
       }
       m = warp_merge(m);
-      st = layer_row_stats<C>(m, H, eps);
+      st = layer_row_stats<C>(m, H, eps, kind == NormKind::Ada);
     }
     if (lane == 0) {
       stats[3 * row] = st.hi;
@@ -400,31 +423,34 @@ __global__ void __launch_bounds__(32 * kCombineRows)
   }
 }
 
-// Backward: adds the segments' (Σe, Σg, Σg·e) and forms the row's (corr, mean(g),
-// mean(g·x̂)) -> stats with backward_row_terms, as the row kernel does for a whole row.
+// Backward: adds the segments' sums (bwd_sums(kind) of them) and forms the row's (corr,
+// mean(g), mean(g·x̂)) -> stats with row_terms, as the row kernel does for a whole row.
 // The sums start from −0, the exact identity of IEEE addition (+0 would turn a −0 into +0),
 // so for nseg == 1 they are the row kernel's sums bit for bit and the split path gives the
 // bits of Stage::Whole (backward_impl takes it for single-segment rows too when dx or
 // dresidual overwrites dy or x).
 template <typename C>
 __global__ void __launch_bounds__(32 * kCombineRows)
-    backward_combine_kernel(int64_t rows, int64_t nseg, int64_t H, bool rms, const C* rstd,
-                            const C* part, C* stats) {
+    backward_combine_kernel(int64_t rows, int64_t nseg, int64_t H, NormKind kind, double ada_k,
+                            double ada_scale, const C* rstd, const C* part, C* stats) {
   const int lane = int(threadIdx.x);
+  const int ns = bwd_sums(kind);
+  const AdaCoeffs<C> ac = ada_coeffs<C>(ada_k, ada_scale);
   for (int64_t row = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
        row += int64_t(gridDim.x) * blockDim.y) {
-    const C* rp = part + 3 * row * nseg;
-    C se = C(-0.0), sg = C(-0.0), sge = C(-0.0);
+    const C* rp = part + ns * row * nseg;
+    C sum[kBwdSums];
+#pragma unroll
+    for (int n = 0; n < kBwdSums; ++n) sum[n] = C(-0.0);
     for (int64_t k = lane; k < nseg; k += 32) {
-      se += rp[3 * k];
-      sg += rp[3 * k + 1];
-      sge += rp[3 * k + 2];
+#pragma unroll
+      for (int n = 0; n < kBwdSums; ++n)
+        if (n < ns) sum[n] += rp[ns * k + n];
     }
-    se = warp_sum(se);
-    sg = warp_sum(sg);
-    sge = warp_sum(sge);
+#pragma unroll
+    for (int n = 0; n < kBwdSums; ++n) sum[n] = warp_sum(sum[n]);
     if (lane == 0) {
-      const BwdTerms<C> t = backward_row_terms(se, sg, sge, H, rstd[row], rms);
+      const BackwardTerms<C> t = row_terms(sum, H, rstd[row], kind, ac);
       stats[3 * row] = t.corr;
       stats[3 * row + 1] = t.mean_g;
       stats[3 * row + 2] = t.mean_gx;
@@ -474,7 +500,9 @@ void forward_impl(const RowNormProblem& p, cudaStream_t st) {
   a.x_bias = param(p.x_bias, p.x_bias_dtype);
   a.weight = param(p.weight, p.weight_dtype);
   a.bias = param(p.bias, p.bias_dtype);
-  a.rms = rms;
+  a.kind = p.kind;
+  a.ada_k = p.ada_k;
+  a.ada_scale = p.ada_scale;
   a.mean = rms ? nullptr : p.mean;  // RMS has no mean (the problem passes null anyway)
   a.rstd = p.rstd;
   a.vec = rows_vectorizable(p.x, p.x_idx, p.rows, Tr::kVec) &&
@@ -498,7 +526,7 @@ void forward_impl(const RowNormProblem& p, cudaStream_t st) {
   a.stage = Stage::SegPartials;
   launch_forward_kernel<T>(a, pl, p.device_index, st);
   launch_combine(forward_combine_kernel<C>, p.rows, p.device_index, st, a.nseg,
-                 int64_t(a.seg_chunks) * Tr::kVec, a.H, a.eps, rms,
+                 int64_t(a.seg_chunks) * Tr::kVec, a.H, a.eps, p.kind,
                  static_cast<const C*>(a.part), static_cast<C*>(a.stats),
                  static_cast<C*>(a.mean), static_cast<C*>(a.rstd));
   a.stage = Stage::SegApply;
@@ -513,8 +541,9 @@ struct BwdArgs {
   int64_t rows = 0, H = 0, nchunks = 0, nseg = 1;
   int seg_chunks = 0;
   bool vec = false;
-  bool rms = false;
+  NormKind kind = NormKind::Layer;
   double weight_offset = 0, residual_scale = 1;
+  double ada_k = 0, ada_scale = 1;  // AdaNorm
   const void* dy = nullptr;
   RowIndex dy_idx;
   const void* ds = nullptr;
@@ -529,8 +558,10 @@ struct BwdArgs {
   void* dr = nullptr;  // dresidual
   RowIndex dr_idx;
   Stage stage = Stage::Whole;
-  void* part = nullptr;   // C[rows·nseg][3]: per-segment (Σe, Σg, Σg·e), e = x − mean
-  // C[rows][3]: (corr, mean(g), mean(g·x̂)) of each row (backward_row_terms). SegApply reads
+  // C[rows·nseg][bwd_sums(kind)]: per-segment (Σe, Σg, Σg·e), e = x − mean, or AdaNorm's
+  // (Σe, Σe², Σdy, Σdy·e, Σdy·e²)
+  void* part = nullptr;
+  // C[rows][3]: (corr, mean(g), mean(g·x̂)) of each row (row_terms). SegApply reads
   // it; Stage::Whole writes it when non-null (the dweight column pass needs corr).
   void* stats = nullptr;
 };
@@ -538,8 +569,9 @@ struct BwdArgs {
 // Assumptions: as the forward kernel; dx may alias dy or x exactly (each element is read
 // and then written by the same thread; backward_impl orders the column pass that reads dy
 // and x before any write to them).
-// Stage::SegPartials stores (Σe, Σg, Σg·e) of the segment; Stage::SegApply reads
-// (corr, mean(g), mean(g·x̂)) of the row from a.stats.
+// Stage::SegPartials stores the segment's sums (row_terms); Stage::SegApply reads
+// (corr, mean(g), mean(g·x̂)) of the row from a.stats. AdaNorm has no weight (g holds dy
+// until the terms are known, then dy·φ(x̂), Note [AdaNorm backward]).
 template <typename T>
 __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
     row_norm_backward_kernel(const __grid_constant__ BwdArgs a) {
@@ -547,11 +579,14 @@ __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
   using C = typename Tr::C;
   constexpr int V = Tr::kVec;
   constexpr int K = Tr::kItems;
-  __shared__ C red[Tr::kMaxThreads / 32][3];
+  __shared__ C red[Tr::kMaxThreads / 32][kBwdSums];
 
   const int tx = int(threadIdx.x);
   const int tpr = int(blockDim.x);
   const C offset = C(a.weight_offset), scale = C(a.residual_scale);
+  const bool ada = a.kind == NormKind::Ada;
+  const int ns = bwd_sums(a.kind);
+  const AdaCoeffs<C> ac = ada_coeffs<C>(a.ada_k, a.ada_scale);
   const int64_t tasks = a.rows * a.nseg;
   const int64_t seg_elems = int64_t(a.seg_chunks) * V;
   const bool whole = a.stage == Stage::Whole;
@@ -599,32 +634,50 @@ __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
       }
     }
 
-    BwdTerms<C> t;
+    BackwardTerms<C> t;
     if (apply) {
       t.corr = static_cast<const C*>(a.stats)[3 * row];
       t.mean_g = static_cast<const C*>(a.stats)[3 * row + 1];
       t.mean_gx = static_cast<const C*>(a.stats)[3 * row + 2];
     } else {
-      C acc[3] = {C(0), C(0), C(0)};  // Σe, Σg, Σg·e
+      C acc[kBwdSums] = {C(0), C(0), C(0), C(0), C(0)};
+      if (ada) {  // Σe, Σe², Σdy, Σdy·e, Σdy·e² (g holds dy)
 #pragma unroll
-      for (int i = 0; i < K; ++i)
+        for (int i = 0; i < K; ++i)
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          acc[0] += e[i][j];
-          acc[1] += g[i][j];
-          acc[2] += g[i][j] * e[i][j];
-        }
-      group_sum(acc, red);
+          for (int j = 0; j < V; ++j) {
+            const C de = g[i][j] * e[i][j];
+            acc[0] += e[i][j];
+            acc[1] += e[i][j] * e[i][j];
+            acc[2] += g[i][j];
+            acc[3] += de;
+            acc[4] += de * e[i][j];
+          }
+        group_sum(acc, red);
+      } else {  // Σe, Σg, Σg·e
+        C acc3[3] = {C(0), C(0), C(0)};
+#pragma unroll
+        for (int i = 0; i < K; ++i)
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            acc3[0] += e[i][j];
+            acc3[1] += g[i][j];
+            acc3[2] += g[i][j] * e[i][j];
+          }
+        group_sum(acc3, red);
+#pragma unroll
+        for (int n = 0; n < 3; ++n) acc[n] = acc3[n];
+      }
       if (!whole) {
         if (active && tx == 0) {
-          part[3 * task] = acc[0];
-          part[3 * task + 1] = acc[1];
-          part[3 * task + 2] = acc[2];
+#pragma unroll
+          for (int n = 0; n < kBwdSums; ++n)
+            if (n < ns) part[ns * task + n] = acc[n];
         }
         continue;
       }
-      // RMS: corr = mean(g) = 0 (row_norm_math.hpp, norm_dx).
-      t = backward_row_terms(acc[0], acc[1], acc[2], a.H, rstd, a.rms);
+      // RMS: corr = mean(g) = 0 (row_norm_math.hpp, backward_terms).
+      t = row_terms(acc, a.H, rstd, a.kind, ac);
       if (active && tx == 0 && a.stats != nullptr) {
         C* sp = static_cast<C*>(a.stats) + 3 * row;
         sp[0] = t.corr;
@@ -643,8 +696,11 @@ __global__ void __launch_bounds__(RowTraits<T>::kMaxThreads, 1)
       if (e0 >= len) continue;
       C out[V];
 #pragma unroll
-      for (int j = 0; j < V; ++j)
-        out[j] = norm_dx(rstd, g[i][j], t.mean_g, (e[i][j] - t.corr) * rstd, t.mean_gx);
+      for (int j = 0; j < V; ++j) {
+        const C xh = (e[i][j] - t.corr) * rstd;
+        const C gj = ada ? g[i][j] * ada_phi(xh, ac.a, ac.nb) : g[i][j];
+        out[j] = norm_dx(rstd, gj, t.mean_g, xh, t.mean_gx);
+      }
       if (ds != nullptr) {
         C dsv[V];
         load_vec(ds, e0, len, a.vec, dsv);
@@ -765,7 +821,7 @@ __global__ void __launch_bounds__(kColTile* kColRows)
 // workspace.
 //
 // Note [Order of the backward passes]: the dweight column pass needs each row's corr
-// (backward_row_terms), which only the row kernels compute, and it reads dy and x, which dx
+// (row_terms), which only the row kernels compute, and it reads dy and x, which dx
 // (or dresidual) may overwrite (exact aliases are allowed). So, for layer norm with dweight:
 //  - one segment per row and nothing aliased: Stage::Whole writes dx and the per-row stats,
 //    then the column pass runs (dy and x are intact);
@@ -812,7 +868,7 @@ BwdPlan plan_backward(const RowNormBackwardProblem& p) {
   // one call also fits the same call with dx aliasing dy.
   if (b.rows.nseg > 1 || b.need_stats) {
     b.off_seg = off;
-    off += align_up(size_t(p.rows * b.rows.nseg) * 3 * sizeof(C));
+    off += align_up(size_t(p.rows * b.rows.nseg) * size_t(bwd_sums(p.kind)) * sizeof(C));
     b.off_stats = off;
     off += align_up(size_t(p.rows) * 3 * sizeof(C));
   }
@@ -915,7 +971,9 @@ void backward_impl(const RowNormBackwardProblem& p, cudaStream_t st) {
   a.ds_idx = p.ds_idx;
   a.x = p.x;
   a.x_idx = p.x_idx;
-  a.rms = rms;
+  a.kind = p.kind;
+  a.ada_k = p.ada_k;
+  a.ada_scale = p.ada_scale;
   a.mean = rms ? nullptr : p.mean;
   a.rstd = p.rstd;
   a.weight = param(p.weight, p.weight_dtype);
@@ -939,8 +997,9 @@ void backward_impl(const RowNormBackwardProblem& p, cudaStream_t st) {
     a.stats = ws + plan.off_stats;
     a.stage = Stage::SegPartials;
     launch_backward_kernel<T>(a, pl, p.device_index, st);
-    launch_combine(backward_combine_kernel<C>, p.rows, p.device_index, st, a.nseg, a.H, rms,
-                   static_cast<const C*>(a.rstd), static_cast<const C*>(a.part),
+    launch_combine(backward_combine_kernel<C>, p.rows, p.device_index, st, a.nseg, a.H, p.kind,
+                   p.ada_k, p.ada_scale, static_cast<const C*>(a.rstd),
+                   static_cast<const C*>(a.part),
                    static_cast<C*>(a.stats));
     stats_columns();  // SegPartials wrote no user array
     a.stage = Stage::SegApply;

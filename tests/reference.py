@@ -237,6 +237,41 @@ def add_norm_backward_from(dx_norm, residual_scale=1.0, ds=None, x_bias=None):
     return dx, dres, dxb
 
 
+def ada_norm_forward(x, k=0.1, scale=2.0, eps=1e-5, nd=1):
+    """SPEC §8: ŷ = (x − μ)/(s + eps), s the unbiased std; y = scale·(1 − k·ŷ)·ŷ.
+
+    Returns (y, mean, rstd) with rstd = 1/(s + eps)."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = _row_axes(x, nd)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        mean = x.mean(axis=ax, keepdims=True)
+        s = x.std(axis=ax, ddof=1, keepdims=True)
+        rstd = 1.0 / (s + eps)
+        yh = (x - mean) * rstd
+        y = scale * (1.0 - k * yh) * yh
+    lead = x.shape[: x.ndim - nd]
+    return y, mean.reshape(lead), rstd.reshape(lead)
+
+
+def ada_norm_backward(dy, x, k=0.1, scale=2.0, eps=1e-5, nd=1):
+    """SPEC §8 backward, φ = scale·(1 − k·ŷ) held constant: g = dy·φ and, by the chain rule
+    through μ and s (∂s/∂x_i = (x_i − μ)/((H−1)·s)),
+    dx = rstd·(g − mean(g)) − rstd²·Σ(g·(x − μ))·(x − μ)/((H−1)·s); a constant row (s = 0)
+    drops the second term (s is held constant there)."""
+    x = np.asarray(x, dtype=np.float64)
+    dy = np.asarray(dy, dtype=np.float64)
+    ax = _row_axes(x, nd)
+    h = int(np.prod(x.shape[x.ndim - nd :]))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        u = x - x.mean(axis=ax, keepdims=True)
+        s = np.sqrt((u * u).sum(axis=ax, keepdims=True) / (h - 1))
+        rstd = 1.0 / (s + eps)
+        g = dy * scale * (1.0 - k * u * rstd)
+        c = np.where(s > 0, rstd * rstd / ((h - 1) * np.where(s > 0, s, 1.0)), 0.0)
+        dx = rstd * (g - g.mean(axis=ax, keepdims=True)) - c * (g * u).sum(axis=ax, keepdims=True) * u
+    return dx
+
+
 def _channel_shape(x: np.ndarray, channels_last: bool):
     """Broadcast shape of a per-channel parameter: the last dim, or dim 1 (channels first)."""
     if channels_last or x.ndim == 1:

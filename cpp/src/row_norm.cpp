@@ -1,6 +1,8 @@
 // Entry points of the row-norm family: validate every argument once, resolve the views into
 // a RowNormProblem, and dispatch on the device (CPU / CUDA). Kernels never re-check.
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "common/backends.hpp"
 #include "common/row_norm_problem.hpp"
@@ -24,13 +26,28 @@ struct Ctx {
 const char* fwd_op_name(const RowNormForwardArgs& a) {
   const bool add = a.residual != nullptr;
   if (a.kind == NormKind::Layer) return add ? "add_layer_norm" : "layer_norm";
+  if (a.kind == NormKind::Ada) return "ada_norm";
   return add ? "add_rms_norm" : "rms_norm";
 }
 
 void check_kind(const char* op, NormKind kind) {
-  if (kind != NormKind::Layer && kind != NormKind::RMS)
-    fail(ErrorKind::Value, std::string(op) + ": kind: expected NormKind::Layer or NormKind::RMS, got " +
+  if (kind != NormKind::Layer && kind != NormKind::RMS && kind != NormKind::Ada)
+    fail(ErrorKind::Value, std::string(op) +
+                               ": kind: expected NormKind::Layer, NormKind::RMS or NormKind::Ada, got " +
                                std::to_string(int(kind)));
+}
+
+// AdaNorm (SPEC §8) has no parameters and no fused add; the unbiased std needs two elements.
+void check_ada(const char* op, double k, double scale, int64_t rows, int64_t H,
+               std::initializer_list<std::pair<const void*, const char*>> absent) {
+  detail::check_finite(k, op, "k", false);
+  detail::check_finite(scale, op, "scale", false);
+  for (const auto& [ptr, name] : absent)
+    if (ptr != nullptr) fail(ErrorKind::Value, std::string(op) + ": " + name + ": AdaNorm has none");
+  if (rows > 0 && H < 2)
+    fail(ErrorKind::Value, std::string(op) +
+                               ": x: AdaNorm needs at least 2 elements per row (the unbiased std), "
+                               "got a row of " + std::to_string(H));
 }
 
 Ctx make_ctx(const char* op, const TensorView& x, int nd) {
@@ -83,7 +100,7 @@ void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
   detail::check_finite(a.eps, op, "eps", /*nonneg=*/true);
   detail::check_finite(a.weight_offset, op, "weight_offset", false);
   detail::check_finite(a.residual_scale, op, "residual_scale", false);
-  if (a.kind == NormKind::Layer && a.weight_offset != 0.0)
+  if (a.kind != NormKind::RMS && a.weight_offset != 0.0)
     fail(ErrorKind::Value, std::string(op) + ": weight_offset: only RMS norm has one");
   if (a.weight_offset != 0.0 && a.weight == nullptr)
     fail(ErrorKind::Value, std::string(op) + ": weight_offset: needs weight (y = x̂·(weight + offset))");
@@ -96,6 +113,10 @@ void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
     fail(ErrorKind::Value, std::string(op) +
                                ": x: the normalized (trailing) dims must be contiguous (pass a "
                                "contiguous copy)");
+  if (a.kind == NormKind::Ada)
+    check_ada(op, a.ada_k, a.ada_scale, c.rows, c.H,
+              {{a.residual, "residual"}, {a.x_bias, "x_bias"}, {a.residual_out, "residual_out"},
+               {a.weight, "weight"}, {a.bias, "bias"}});
 
   check_like_x(c, *a.y, x, "out", true);
   if (a.residual) check_like_x(c, *a.residual, x, "residual", false);
@@ -122,6 +143,8 @@ void row_norm_forward(const RowNormForwardArgs& a, Stream stream) {
   p.eps = a.eps;
   p.weight_offset = a.weight_offset;
   p.residual_scale = a.residual_scale;
+  p.ada_k = a.ada_k;
+  p.ada_scale = a.ada_scale;
   if (c.rows > 0 && c.H > 0) {
     p.x = x.data;
     p.x_idx = detail::make_row_index(x, c.lead, op, "x");
@@ -160,14 +183,16 @@ namespace {
 detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ctx& c_out) {
   const bool fused = a.dresidual != nullptr || a.dx_bias != nullptr || a.ds != nullptr;
   const char* op = a.kind == NormKind::Layer ? (fused ? "add_layer_norm_backward" : "layer_norm_backward")
+                   : a.kind == NormKind::Ada ? "ada_norm_backward"
                                              : (fused ? "add_rms_norm_backward" : "rms_norm_backward");
   check_kind(op, a.kind);
   if (a.x == nullptr) fail(ErrorKind::Value, std::string(op) + ": x: is required");
   if (a.dy == nullptr) fail(ErrorKind::Value, std::string(op) + ": dy: is required");
   if (a.dx == nullptr) fail(ErrorKind::Value, std::string(op) + ": dx: is required");
   if (a.rstd == nullptr) fail(ErrorKind::Value, std::string(op) + ": rstd: is required");
-  if (a.kind == NormKind::Layer && a.mean == nullptr)
-    fail(ErrorKind::Value, std::string(op) + ": mean: is required for layer norm");
+  if (a.kind != NormKind::RMS && a.mean == nullptr)
+    fail(ErrorKind::Value, std::string(op) + ": mean: is required for " +
+                               (a.kind == NormKind::Ada ? "AdaNorm" : "layer norm"));
   if (a.kind == NormKind::RMS && a.mean != nullptr)
     fail(ErrorKind::Value, std::string(op) + ": mean: RMS norm has no mean");
   const TensorView& x = *a.x;
@@ -175,7 +200,7 @@ detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ct
   c_out = c;
   detail::check_finite(a.weight_offset, op, "weight_offset", false);
   detail::check_finite(a.residual_scale, op, "residual_scale", false);
-  if (a.kind == NormKind::Layer && a.weight_offset != 0.0)
+  if (a.kind != NormKind::RMS && a.weight_offset != 0.0)
     fail(ErrorKind::Value, std::string(op) + ": weight_offset: only RMS norm has one");
   if (a.weight_offset != 0.0 && a.weight == nullptr)
     fail(ErrorKind::Value, std::string(op) + ": weight_offset: needs weight");
@@ -183,6 +208,10 @@ detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ct
     fail(ErrorKind::Value, std::string(op) + ": dweight: needs weight");
   if (!detail::dims_compact(x, c.lead))
     fail(ErrorKind::Value, std::string(op) + ": x: the normalized (trailing) dims must be contiguous");
+  if (a.kind == NormKind::Ada)
+    check_ada(op, a.ada_k, a.ada_scale, c.rows, c.H,
+              {{a.ds, "ds"}, {a.weight, "weight"}, {a.dresidual, "dresidual"},
+               {a.dweight, "dweight"}, {a.dbias, "dbias"}, {a.dx_bias, "dx_bias"}});
 
   check_like_x(c, *a.dy, x, "dy", false);
   if (a.ds) check_like_x(c, *a.ds, x, "ds", false);
@@ -210,6 +239,8 @@ detail::RowNormBackwardProblem resolve_backward(const RowNormBackwardArgs& a, Ct
   p.H = c.H;
   p.weight_offset = a.weight_offset;
   p.residual_scale = a.residual_scale;
+  p.ada_k = a.ada_k;
+  p.ada_scale = a.ada_scale;
   if (c.rows > 0 && c.H > 0) {
     p.x = x.data;
     p.x_idx = detail::make_row_index(x, c.lead, op, "x");

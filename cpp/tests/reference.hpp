@@ -321,12 +321,13 @@ class HostArray {
 };
 
 // ---------------------------------------------------------------------------------------
-// The float64 reference (SPEC §1–3). Arrays are dense [rows, H]; [H] for parameters.
+// The float64 reference (SPEC §1–3, §8). Arrays are dense [rows, H]; [H] for parameters.
 // ---------------------------------------------------------------------------------------
 struct RefForward {
   NormKind kind = NormKind::Layer;
   int64_t rows = 0, H = 0;
   double eps = 1e-5, weight_offset = 0.0, residual_scale = 1.0;
+  double ada_k = 0.1, ada_scale = 2.0;  // AdaNorm: y = scale·(1 − k·ŷ)·ŷ
   const std::vector<double>* x = nullptr;
   const std::vector<double>* residual = nullptr;  // enables s = x + x_bias + scale·r
   const std::vector<double>* x_bias = nullptr;
@@ -355,21 +356,25 @@ inline RefForwardOut ref_forward(const RefForward& a) {
       }
       s[j] = v;
     }
-    double mu = 0.0, var = 0.0;
-    if (a.kind == NormKind::Layer) {
+    double mu = 0.0, var = 0.0, rstd;
+    if (a.kind == NormKind::RMS) {
+      for (int64_t j = 0; j < H; ++j) var += s[j] * s[j];  // mean(x²)
+      rstd = 1.0 / std::sqrt(var / double(H) + a.eps);
+    } else {
       for (int64_t j = 0; j < H; ++j) mu += s[j];
       mu /= double(H);
       for (int64_t j = 0; j < H; ++j) var += (s[j] - mu) * (s[j] - mu);
-      var /= double(H);
-    } else {
-      for (int64_t j = 0; j < H; ++j) var += s[j] * s[j];  // mean(x²)
-      var /= double(H);
+      rstd = a.kind == NormKind::Ada ? 1.0 / (std::sqrt(var / double(H - 1)) + a.eps)  // unbiased std + eps
+                                     : 1.0 / std::sqrt(var / double(H) + a.eps);
     }
-    const double rstd = 1.0 / std::sqrt(var + a.eps);
     o.mean[size_t(r)] = mu;
     o.rstd[size_t(r)] = rstd;
     for (int64_t j = 0; j < H; ++j) {
       const double xhat = (s[j] - mu) * rstd;
+      if (a.kind == NormKind::Ada) {
+        o.y[size_t(r * H + j)] = a.ada_scale * (1.0 - a.ada_k * xhat) * xhat;
+        continue;
+      }
       double w = a.weight ? (*a.weight)[size_t(j)] : 1.0;
       if (a.kind == NormKind::RMS && a.weight) w += a.weight_offset;
       const double b = a.bias ? (*a.bias)[size_t(j)] : 0.0;
@@ -383,6 +388,7 @@ struct RefBackward {
   NormKind kind = NormKind::Layer;
   int64_t rows = 0, H = 0;
   double eps = 1e-5, weight_offset = 0.0, residual_scale = 1.0;
+  double ada_k = 0.1, ada_scale = 2.0;
   const std::vector<double>* s = nullptr;   // the normalized input (x, or s of the fused add)
   const std::vector<double>* dy = nullptr;
   const std::vector<double>* ds = nullptr;  // optional gradient arriving on s
@@ -400,8 +406,42 @@ struct RefBackwardOut {
   std::vector<double> dx_mag, dresidual_mag, dweight_mag, dbias_mag, dx_bias_mag;
 };
 
+// AdaNorm (SPEC §8), one row, by the chain rule as written (not the kernels' κ form): with
+// φ = scale·(1 − k·ŷ) held constant, g = dy·φ, u = x − μ, ŷ = u·rstd, rstd = 1/(s + eps),
+// ∂s/∂x_i = u_i/((H−1)·s):  dx_i = rstd·(g_i − mean(g)) − rstd²·Σ_j(g_j·u_j)·u_i/((H−1)·s).
+// A constant row (s = 0) drops the second term (s held constant there). mag: the size of the
+// terms, with ŷ's own error relative to 1 + |ŷ| + |μ|·rstd (as for layer norm).
+inline void ref_ada_row(const RefBackward& a, const double* x, const double* dy, double* dx,
+                        double* mag) {
+  const int64_t H = a.H;
+  double mu = 0.0, m2 = 0.0;
+  for (int64_t j = 0; j < H; ++j) mu += x[j];
+  mu /= double(H);
+  for (int64_t j = 0; j < H; ++j) m2 += (x[j] - mu) * (x[j] - mu);
+  const double sd = std::sqrt(m2 / double(H - 1)), rstd = 1.0 / (sd + a.eps);
+  std::vector<double> g(static_cast<size_t>(H)), gmag(static_cast<size_t>(H)),
+      umag(static_cast<size_t>(H));
+  double sum_g = 0, sum_gu = 0, sum_abs_g = 0, sum_abs_gu = 0;
+  for (int64_t j = 0; j < H; ++j) {
+    const double u = x[j] - mu, xhat = u * rstd;
+    const double xmag = std::fabs(xhat) + 1.0 + std::fabs(mu) * rstd;
+    g[size_t(j)] = dy[j] * a.ada_scale * (1.0 - a.ada_k * xhat);
+    gmag[size_t(j)] = std::fabs(dy[j]) * std::fabs(a.ada_scale) * (1.0 + std::fabs(a.ada_k) * xmag);
+    umag[size_t(j)] = xmag / rstd;
+    sum_g += g[size_t(j)];
+    sum_gu += g[size_t(j)] * u;
+    sum_abs_g += gmag[size_t(j)];
+    sum_abs_gu += gmag[size_t(j)] * umag[size_t(j)];
+  }
+  const double c = sd > 0 ? rstd * rstd / (double(H - 1) * sd) : 0.0;
+  for (int64_t j = 0; j < H; ++j) {
+    dx[j] = rstd * (g[size_t(j)] - sum_g / double(H)) - c * sum_gu * (x[j] - mu);
+    mag[j] = rstd * (gmag[size_t(j)] + sum_abs_g / double(H)) + c * sum_abs_gu * umag[size_t(j)];
+  }
+}
+
 // g = dy·w; dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) (+ ds); RMS drops the mean(g) term.
-// dresidual = scale·dx; dweight = Σ dy·x̂; dbias = Σ dy; dx_bias = Σ dx.
+// dresidual = scale·dx; dweight = Σ dy·x̂; dbias = Σ dy; dx_bias = Σ dx. AdaNorm: ref_ada_row.
 inline RefBackwardOut ref_backward(const RefBackward& a) {
   const int64_t H = a.H;
   const size_t n = size_t(a.rows * H);
@@ -419,6 +459,10 @@ inline RefBackwardOut ref_backward(const RefBackward& a) {
   for (int64_t r = 0; r < a.rows; ++r) {
     const double* s = &(*a.s)[size_t(r * H)];
     const double* dy = &(*a.dy)[size_t(r * H)];
+    if (a.kind == NormKind::Ada) {
+      ref_ada_row(a, s, dy, &o.dx[size_t(r * H)], &o.dx_mag[size_t(r * H)]);
+      continue;
+    }
     double mu = 0.0, var = 0.0;
     if (layer) {
       for (int64_t j = 0; j < H; ++j) mu += s[j];

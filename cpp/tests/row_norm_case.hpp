@@ -1,4 +1,4 @@
-// row_norm_case.hpp — one definition of a row-norm test case (SPEC §1–3), used both for the
+// row_norm_case.hpp — one definition of a row-norm test case (SPEC §1–3, §8), used both for the
 // comparison with the float64 reference and for the bitwise determinism tests.
 //
 // A Case fixes the kind, dtypes, shape, layout and optional features; run_case() builds
@@ -42,7 +42,15 @@ struct Case {
   bool cuda = false;     // every array on the CUDA device (real or emulated)
   int dx_alias = 0;      // backward: 0 own dx; 1 dx written over dy; 2 dx written over x
   double eps = 1e-5, weight_offset = 0.0, residual_scale = 1.0;
+  double ada_k = 0.1, ada_scale = 2.0;  // AdaNorm (no weight, bias or fused add)
   double x_mean = 0.0, x_sd = 1.0;
+
+  // An AdaNorm case: the kind, and no parameters.
+  Case& ada() {
+    kind = NormKind::Ada;
+    weight = bias = fused = x_bias = store_s = ds = false;
+    return *this;
+  }
 
   int64_t H() const {
     int64_t h = 1;
@@ -70,7 +78,8 @@ struct Case {
   }
   std::string describe() const {
     std::ostringstream os;
-    os << (kind == NormKind::Layer ? "layer" : "rms") << " x=" << normkit::dtype_name(dt)
+    os << (kind == NormKind::Layer ? "layer" : kind == NormKind::RMS ? "rms" : "ada")
+       << " x=" << normkit::dtype_name(dt)
        << " p=" << normkit::dtype_name(pdt) << " lead=(";
     for (int64_t d : lead) os << d << ",";
     os << ") row=(";
@@ -81,6 +90,7 @@ struct Case {
        << (user_workspace ? " user_ws" : "")
        << (dx_alias == 1 ? " dx_over_dy" : dx_alias == 2 ? " dx_over_x" : "") << " eps=" << eps << " offset=" << weight_offset
        << " rscale=" << residual_scale;
+    if (kind == NormKind::Ada) os << " k=" << ada_k << " scale=" << ada_scale;
     if (cuda)
       os << " on=cuda";
     else
@@ -182,6 +192,8 @@ inline void run_case(const Case& c, uint64_t seed, Run& run) {
   f.eps = c.eps;
   f.weight_offset = c.weight_offset;
   f.residual_scale = c.residual_scale;
+  f.ada_k = c.ada_k;
+  f.ada_scale = c.ada_scale;
   f.x = run.x.ptr();
   if (c.in_place) {
     f.y = run.x.ptr();
@@ -248,6 +260,8 @@ inline void run_case(const Case& c, uint64_t seed, Run& run) {
     rf.rows = c.rows();
     rf.H = c.H();
     rf.eps = c.eps;
+    rf.ada_k = c.ada_k;
+    rf.ada_scale = c.ada_scale;
     rf.x = &run.vbx;
     const RefForwardOut o = ref_forward(rf);
     run.brstd = stat_array(c);
@@ -268,6 +282,8 @@ inline void run_case(const Case& c, uint64_t seed, Run& run) {
   b.normalized_ndim = int(c.row.size());
   b.weight_offset = c.weight_offset;
   b.residual_scale = c.residual_scale;
+  b.ada_k = c.ada_k;
+  b.ada_scale = c.ada_scale;
   b.dy = run.dy.ptr();
   b.x = run.bx.ptr();
   b.mean = mean;
@@ -377,6 +393,8 @@ inline void check_run(const Case& c, Run& run) {
   rf.H = H;
   rf.eps = c.eps;
   rf.weight_offset = c.weight_offset;
+  rf.ada_k = c.ada_k;
+  rf.ada_scale = c.ada_scale;
   rf.x = c.fused ? &s_used : &run.vx;
   if (c.weight) rf.weight = &run.vw;
   if (c.bias) rf.bias = &run.vb;
@@ -396,7 +414,7 @@ inline void check_run(const Case& c, Run& run) {
   if (c.stats) {
     NK_CHECK_CLOSE("rstd", run.rstd.values(), fo.rstd, stol, desc);
     NK_CHECK_PADDING(run.rstd, "rstd", desc);
-    if (c.kind == NormKind::Layer) {
+    if (c.kind != NormKind::RMS) {
       // mean's error is relative to the row's spread as much as to its own size.
       const std::vector<double> m = run.mean.values();
       int64_t bad = 0, first = 0;
@@ -425,6 +443,8 @@ inline void check_run(const Case& c, Run& run) {
   rb.eps = c.eps;
   rb.weight_offset = c.weight_offset;
   rb.residual_scale = c.residual_scale;
+  rb.ada_k = c.ada_k;
+  rb.ada_scale = c.ada_scale;
   rb.s = &run.vbx;
   rb.dy = &run.vdy;
   if (c.fused && c.ds) rb.ds = &run.vds;
@@ -463,7 +483,7 @@ inline std::vector<unsigned char> output_bytes(const Case& c, const Run& run) {
   if (c.fused && c.store_s) add(c.in_place ? run.r : run.s);
   if (c.stats) {
     add(run.rstd);
-    if (c.kind == NormKind::Layer) add(run.mean);
+    if (c.kind != NormKind::RMS) add(run.mean);
   }
   if (c.backward && !c.in_place) {
     add(run.dx);

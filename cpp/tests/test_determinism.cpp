@@ -39,6 +39,15 @@ std::vector<Case> big_cases(DType dt) {
     d.user_workspace = true;
     v.push_back(d);
   }
+  for (const int64_t H : {1000, 4097}) {  // AdaNorm: no parameters, so no column sums
+    Case a;
+    a.ada();
+    a.dt = dt;
+    a.lead = {H == 1000 ? int64_t(131) : int64_t(37)};
+    a.row = {H};
+    a.pad = 3;
+    v.push_back(a);
+  }
   return v;
 }
 
@@ -112,7 +121,7 @@ void batch_invariance(DType dt, NormKind kind, bool cuda) {
   w.fill_normal(rng, 1.0, 0.3);
   b.fill_normal(rng);
   dy.fill_normal(rng);
-  const bool layer = kind == NormKind::Layer;
+  const bool layer = kind == NormKind::Layer, ada = kind == NormKind::Ada;
 
   struct Out {
     HostArray y, s, mean, rstd, dx, dw;
@@ -133,29 +142,31 @@ void batch_invariance(DType dt, NormKind kind, bool cuda) {
     f.kind = kind;
     f.eps = 1e-5;
     f.x = &xv;
-    f.residual = &rv;
-    f.weight = w.ptr();
+    // AdaNorm has no fused add and no parameters: it normalizes x itself.
+    f.residual = ada ? nullptr : &rv;
+    f.weight = ada ? nullptr : w.ptr();
     f.bias = layer ? b.ptr() : nullptr;
     f.y = o.y.ptr();
-    f.residual_out = o.s.ptr();
-    f.mean = layer ? o.mean.ptr() : nullptr;
+    f.residual_out = ada ? nullptr : o.s.ptr();
+    f.mean = layer || ada ? o.mean.ptr() : nullptr;
     f.rstd = o.rstd.ptr();
     normkit::row_norm_forward(f);
     normkit::RowNormBackwardArgs bw;
     bw.kind = kind;
     bw.dy = &dyv;
-    bw.x = o.s.ptr();
-    bw.mean = layer ? o.mean.ptr() : nullptr;
+    bw.x = ada ? &xv : o.s.ptr();
+    bw.mean = layer || ada ? o.mean.ptr() : nullptr;
     bw.rstd = o.rstd.ptr();
-    bw.weight = w.ptr();
+    bw.weight = ada ? nullptr : w.ptr();
     bw.dx = o.dx.ptr();
-    bw.dweight = o.dw.ptr();
+    bw.dweight = ada ? nullptr : o.dw.ptr();
     normkit::row_norm_backward(bw);
   };
 
   Out all;
   run(0, N, all);
-  const std::string desc = std::string(normkit::dtype_name(dt)) + (layer ? " layer" : " rms") +
+  const std::string desc = std::string(normkit::dtype_name(dt)) +
+                           (layer ? " layer" : ada ? " ada" : " rms") +
                            (cuda ? std::string(" on=cuda") : " isa=" + normkit::cpu_isa());
   struct Sub {
     int64_t first, count;
@@ -172,10 +183,12 @@ void batch_invariance(DType dt, NormKind kind, bool cuda) {
       const std::string where = desc + " row " + std::to_string(k) + " in rows [" +
                                 std::to_string(sub.first) + ", +" + std::to_string(sub.count) + ")";
       NK_CHECK(row_bytes(part.y, i) == row_bytes(all.y, k)) << "y " << where;
-      NK_CHECK(row_bytes(part.s, i) == row_bytes(all.s, k)) << "residual_out " << where;
+      if (!ada) {
+        NK_CHECK(row_bytes(part.s, i) == row_bytes(all.s, k)) << "residual_out " << where;
+      }
       NK_CHECK(row_bytes(part.dx, i) == row_bytes(all.dx, k)) << "dx " << where;
       NK_CHECK(elem_bytes(part.rstd, i) == elem_bytes(all.rstd, k)) << "rstd " << where;
-      if (layer) {
+      if (layer || ada) {
         NK_CHECK(elem_bytes(part.mean, i) == elem_bytes(all.mean, k)) << "mean " << where;
       }
     }
@@ -196,7 +209,8 @@ NK_TEST(determinism, batch_invariance) {
     for (int threads : {1, 2}) {
       normkit::set_num_threads(threads);
       for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
-        for (NormKind kind : {NormKind::Layer, NormKind::RMS}) batch_invariance(dt, kind, false);
+        for (NormKind kind : {NormKind::Layer, NormKind::RMS, NormKind::Ada})
+          batch_invariance(dt, kind, false);
     }
   }
 }
@@ -206,5 +220,6 @@ NK_TEST(determinism, batch_invariance) {
 NK_TEST(determinism_cuda, batch_invariance) {
   require_cuda();
   for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
-    for (NormKind kind : {NormKind::Layer, NormKind::RMS}) batch_invariance(dt, kind, true);
+    for (NormKind kind : {NormKind::Layer, NormKind::RMS, NormKind::Ada})
+      batch_invariance(dt, kind, true);
 }

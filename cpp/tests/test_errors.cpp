@@ -356,7 +356,7 @@ ERRORS_TEST(forward_values) {
   {
     RowNormForwardArgs a = fx.fwd();  // an enum value outside NormKind
     a.kind = static_cast<NormKind>(7);
-    NK_CHECK_THROWS(normkit::row_norm_forward(a), "kind");
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "kind: expected NormKind::Layer, NormKind::RMS or NormKind::Ada");
   }
 }
 
@@ -390,6 +390,85 @@ ERRORS_TEST(forward_missing_and_misused) {
     RowNormForwardArgs a = fx.fwd();
     a.x = &x;
     NK_CHECK_THROWS(normkit::row_norm_forward(a), " x");
+  }
+}
+
+// AdaNorm (SPEC §8): no parameters, no fused add, k and scale finite, two elements per row.
+ERRORS_TEST(ada_norm) {
+  Fixture fx;
+  auto ada_fwd = [&]() {
+    RowNormForwardArgs a;
+    a.kind = NormKind::Ada;
+    a.x = fx.x.ptr();
+    a.y = fx.y.ptr();
+    a.mean = fx.mean.ptr();
+    a.rstd = fx.rstd.ptr();
+    return a;
+  };
+  normkit::row_norm_forward(ada_fwd());  // valid
+  auto ada_bwd = [&]() {
+    RowNormBackwardArgs a;
+    a.kind = NormKind::Ada;
+    a.dy = fx.dy.ptr();
+    a.x = fx.x.ptr();
+    a.mean = fx.mean.ptr();
+    a.rstd = fx.rstd.ptr();
+    a.dx = fx.dx.ptr();
+    return a;
+  };
+  normkit::row_norm_backward(ada_bwd());  // valid
+  const TensorView* some = fx.w.ptr();
+  for (const char* name : {"weight", "bias", "residual"}) {
+    RowNormForwardArgs a = ada_fwd();
+    if (std::string(name) == "weight") a.weight = some;
+    if (std::string(name) == "bias") a.bias = some;
+    if (std::string(name) == "residual") a.residual = fx.r.ptr();
+    NK_CHECK_THROWS(normkit::row_norm_forward(a),
+                    (std::string("ada_norm: ") + name + ": AdaNorm has none").c_str());
+  }
+  for (double bad : {std::nan(""), HUGE_VAL}) {
+    RowNormForwardArgs a = ada_fwd();
+    a.ada_k = bad;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "ada_norm: k");
+    a = ada_fwd();
+    a.ada_scale = bad;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "ada_norm: scale");
+    RowNormBackwardArgs b = ada_bwd();
+    b.ada_k = bad;
+    NK_CHECK_THROWS(normkit::row_norm_backward(b), "ada_norm_backward: k");
+  }
+  {
+    RowNormForwardArgs a = ada_fwd();
+    a.weight_offset = 1.0;
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "weight_offset");
+  }
+  {
+    RowNormBackwardArgs b = ada_bwd();
+    b.mean = nullptr;
+    NK_CHECK_THROWS(normkit::row_norm_backward(b), "ada_norm_backward: mean: is required for AdaNorm");
+    b = ada_bwd();
+    b.weight = some;
+    NK_CHECK_THROWS(normkit::row_norm_backward(b), "ada_norm_backward: weight: AdaNorm has none");
+    b = ada_bwd();
+    b.dbias = fx.db.ptr();
+    NK_CHECK_THROWS(normkit::row_norm_backward(b), "ada_norm_backward: dbias: AdaNorm has none");
+  }
+  {
+    // One element per row: the unbiased std is 0/0. (No rows at all is fine.)
+    Layout L1;
+    L1.lead = {N};
+    L1.row = {1};
+    HostArray x1 = dev(HostArray(fx.dt, L1)), y1 = dev(HostArray(fx.dt, L1));
+    RowNormForwardArgs a = ada_fwd();
+    a.x = x1.ptr();
+    a.y = y1.ptr();
+    NK_CHECK_THROWS(normkit::row_norm_forward(a), "ada_norm: x: AdaNorm needs at least 2 elements per row");
+    L1.lead = {0};
+    HostArray x0 = dev(HostArray(fx.dt, L1)), y0 = dev(HostArray(fx.dt, L1));
+    a.x = x0.ptr();
+    a.y = y0.ptr();
+    a.mean = a.rstd = nullptr;
+    normkit::row_norm_forward(a);
   }
 }
 

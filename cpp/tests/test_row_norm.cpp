@@ -1,6 +1,6 @@
-// Layer norm, RMS norm and the fused residual add (SPEC §1–3) against the float64
-// reference: every dtype × every ISA this CPU runs × odd hidden sizes × strided, padded
-// and misaligned layouts × the optional features, forward and backward.
+// Layer norm, RMS norm, the fused residual add and AdaNorm (SPEC §1–3, §8) against the
+// float64 reference: every dtype × every ISA this CPU runs × odd hidden sizes × strided,
+// padded and misaligned layouts × the optional features, forward and backward.
 #include <cmath>
 #include <limits>
 #include <string>
@@ -22,7 +22,10 @@ const std::vector<int64_t> kHs = {1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64,
 
 // The variants each (kind, dtype, H) is run in; together they cover every optional input
 // and output, padded and multi-dim leading dims, misaligned starts, and both workspace modes.
+std::vector<Case> ada_variants(DType dt, int64_t H);
+
 std::vector<Case> variants(NormKind kind, DType dt, int64_t H) {
+  if (kind == NormKind::Ada) return ada_variants(dt, H);
   const bool low = dt == DType::Float16 || dt == DType::BFloat16;
   const DType mixed = low ? DType::Float32 : dt;
   std::vector<Case> v;
@@ -76,12 +79,51 @@ std::vector<Case> variants(NormKind kind, DType dt, int64_t H) {
   return v;
 }
 
+// AdaNorm has no parameters and no fused add: its variants differ in layout, k, scale, eps
+// and whether the backward gets the forward's statistics. H = 1 has no unbiased std (an error,
+// test_errors).
+std::vector<Case> ada_variants(DType dt, int64_t H) {
+  std::vector<Case> v;
+  if (H < 2) return v;
+  Case base;
+  base.ada();
+  base.dt = dt;
+  base.row = {H};
+
+  Case a = base;  // the paper's defaults, contiguous
+  a.lead = {5};
+  v.push_back(a);
+
+  Case b = base;  // padded, misaligned rows; other k, scale and eps; stats from the reference
+  b.lead = {3};
+  b.pad = 3;
+  b.misalign = 1;
+  b.stats = false;
+  b.ada_k = -0.3;
+  b.ada_scale = 0.7;
+  b.eps = 1e-2;
+  b.x_mean = 3.0;
+  b.x_sd = 2.0;
+  v.push_back(b);
+
+  Case c = base;  // two padded lead dims, k = 0 (a plain normalization by the unbiased std)
+  c.lead = {2, 3};
+  c.pad = 2;
+  c.ada_k = 0.0;
+  c.ada_scale = 1.0;
+  c.user_workspace = true;
+  v.push_back(c);
+  return v;
+}
+
+const NormKind kKinds[] = {NormKind::Layer, NormKind::RMS, NormKind::Ada};
+
 void sweep(DType dt, bool cuda) {
   RuntimeGuard guard;
   uint64_t seed = 1000 + uint64_t(dt);
   for (const Target& t : targets(cuda)) {
     t.use();
-    for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+    for (NormKind kind : kKinds)
       for (int64_t H : kHs)
         for (Case c : variants(kind, dt, H)) {
           c.cuda = t.cuda;
@@ -99,6 +141,7 @@ void zero_rows(bool cuda);
 void backward_in_place(bool cuda);
 void large_mean_float32(bool cuda);
 void nan_propagates_within_its_row(bool cuda);
+void ada_constant_rows(bool cuda);
 
 }  // namespace
 
@@ -121,6 +164,7 @@ ROW_NORM_TEST(zero_rows, zero_rows)
 ROW_NORM_TEST(backward_in_place, backward_in_place)
 ROW_NORM_TEST(large_mean_float32, large_mean_float32)
 ROW_NORM_TEST(nan_propagates_within_its_row, nan_propagates_within_its_row)
+ROW_NORM_TEST(ada_constant_rows, ada_constant_rows)
 
 namespace {
 
@@ -131,7 +175,7 @@ void extreme_shapes(bool cuda) {
   for (const Target& t : targets(cuda)) {
     t.use();
     for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
-      for (NormKind kind : {NormKind::Layer, NormKind::RMS}) {
+      for (NormKind kind : kKinds) {
         Case c;
         c.cuda = t.cuda;
         c.kind = kind;
@@ -140,6 +184,9 @@ void extreme_shapes(bool cuda) {
         c.lead = {2};
         c.row = {65536};
         c.fused = c.store_s = true;
+        // AdaNorm: rstd = 1/(s + eps) reaches 1/eps on rows of equal values (frequent among
+        // 1000 rows of two 16-bit elements); eps = 1e-3 keeps dx inside float16's range.
+        if (kind == NormKind::Ada) c.ada().eps = 1e-3;
         Run r1;
         run_case(c, ++seed, r1);
         check_run(c, r1);
@@ -151,10 +198,10 @@ void extreme_shapes(bool cuda) {
         run_case(one, ++seed, r2);
         check_run(one, r2);
 
-        Case tiny = c;  // many rows of H = 1 and H = 3
+        Case tiny = c;  // many rows of H = 1 (AdaNorm: 2) and H = 3
         tiny.fused = tiny.store_s = false;
         tiny.lead = {1000};
-        for (int64_t H : {1, 3}) {
+        for (int64_t H : {kind == NormKind::Ada ? 2 : 1, 3}) {
           tiny.row = {H};
           Run r3;
           run_case(tiny, ++seed, r3);
@@ -171,7 +218,7 @@ void two_normalized_dims(bool cuda) {
   for (const Target& t : targets(cuda)) {
     t.use();
     for (DType dt : {DType::Float32, DType::BFloat16})
-      for (NormKind kind : {NormKind::Layer, NormKind::RMS}) {
+      for (NormKind kind : kKinds) {
         Case c;
         c.cuda = t.cuda;
         c.kind = kind;
@@ -180,6 +227,7 @@ void two_normalized_dims(bool cuda) {
         c.row = {4, 25};
         c.pad = 5;
         c.fused = c.x_bias = c.store_s = c.ds = true;
+        if (kind == NormKind::Ada) c.ada();
         Run run;
         run_case(c, ++seed, run);
         check_run(c, run);
@@ -194,8 +242,9 @@ void in_place(bool cuda) {
   for (const Target& t : targets(cuda)) {
     t.use();
     for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
-      for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+      for (NormKind kind : kKinds)
         for (bool fused : {false, true}) {
+          if (kind == NormKind::Ada && fused) continue;
           Case c;
           c.cuda = t.cuda;
           c.kind = kind;
@@ -206,6 +255,7 @@ void in_place(bool cuda) {
           c.pad = 1;
           c.in_place = true;
           c.fused = c.store_s = fused;
+          if (kind == NormKind::Ada) c.ada();
           Run run;
           run_case(c, ++seed, run);
           check_run(c, run);
@@ -222,7 +272,7 @@ void backward_in_place(bool cuda) {
   for (const Target& t : targets(cuda)) {
     t.use();
     for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
-      for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+      for (NormKind kind : kKinds)
         for (int alias : {1, 2})
           for (int64_t H : {33, 1000, 9000}) {
             Case c;
@@ -234,6 +284,7 @@ void backward_in_place(bool cuda) {
             c.row = {H};
             c.pad = 1;
             c.fused = c.x_bias = c.ds = true;  // dresidual and dx_bias too
+            if (kind == NormKind::Ada) c.ada();
             c.dx_alias = alias;
             Run run;
             run_case(c, ++seed, run);
@@ -264,9 +315,11 @@ void large_mean_float32(bool cuda) {
   RuntimeGuard guard;
   for (const Target& t : targets(cuda)) {
     t.use();
+    for (NormKind kind : {NormKind::Layer, NormKind::Ada})
     for (int64_t H : {17, 1000, 4097}) {
       Case c;
       c.cuda = t.cuda;
+      c.kind = kind;
       c.dt = DType::Float32;
       c.lead = {4};
       c.row = {H};
@@ -276,6 +329,7 @@ void large_mean_float32(bool cuda) {
       Run run;
       run_case(c, uint64_t(H), run);
       RefForward rf;
+      rf.kind = kind;
       rf.rows = c.rows();
       rf.H = H;
       rf.eps = c.eps;
@@ -311,7 +365,7 @@ void nan_propagates_within_its_row(bool cuda) {
   for (const Target& t : targets(cuda)) {
     t.use();
     for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16})
-      for (NormKind kind : {NormKind::Layer, NormKind::RMS})
+      for (NormKind kind : kKinds)
         for (int64_t H : {5, 33, 1000}) {
           Layout L;
           L.lead = {4};
@@ -342,26 +396,83 @@ void nan_propagates_within_its_row(bool cuda) {
           const std::vector<double> vy = y.values();
           const std::string desc = std::string(normkit::dtype_name(dt)) + " H=" +
                                    std::to_string(H) + " on=" + t.name() +
-                                   (kind == NormKind::RMS ? " rms" : " layer");
+                                   (kind == NormKind::RMS ? " rms" : kind == NormKind::Ada ? " ada" : " layer");
           for (int64_t r : {1, 2}) {
             int64_t not_nan = 0;
             for (int64_t j = 0; j < H; ++j) not_nan += std::isnan(vy[size_t(r * H + j)]) ? 0 : 1;
             // An Inf in an RMS row gives mean(x²) = Inf, rrms = 0: x̂ = Inf·0 = NaN at that
             // element and 0 elsewhere, as IEEE arithmetic says (checked with the reference
-            // below); a layer-norm row goes all NaN (mean = Inf).
-            if (kind == NormKind::Layer || r == 1) {
+            // below); a layer-norm (or AdaNorm) row goes all NaN (mean = Inf).
+            if (kind != NormKind::RMS || r == 1) {
               NK_CHECK(not_nan == 0) << "row " << r << ": " << not_nan << " non-NaN outputs ["
                                      << desc << "]";
             }
           }
           // Rows 0 and 3 are unaffected (and the RMS row with an Inf is IEEE's answer).
           for (int64_t r : {0, 2, 3}) {
-            if (r == 2 && kind == NormKind::Layer) continue;
+            if (r == 2 && kind != NormKind::RMS) continue;
             std::vector<double> got(vy.begin() + r * H, vy.begin() + (r + 1) * H);
             std::vector<double> ref(fo.y.begin() + r * H, fo.y.begin() + (r + 1) * H);
             NK_CHECK_CLOSE("y", got, ref, tol_for(dt), desc + " row " + std::to_string(r));
           }
         }
+  }
+}
+
+// AdaNorm of a constant row: s = 0, so ŷ = 0 and y = 0; the std has no derivative there and
+// the backward holds it constant (Note [AdaNorm backward]): dx = rstd·(g − mean(g)) with
+// rstd = 1/eps and g = scale·dy — finite, not NaN. Rows of other values stay exact.
+void ada_constant_rows(bool cuda) {
+  RuntimeGuard guard;
+  for (const Target& t : targets(cuda)) {
+    t.use();
+    for (DType dt : {DType::Float32, DType::Float64, DType::BFloat16})
+      for (int64_t H : {2, 33, 1000}) {
+        Layout L;
+        L.lead = {3};
+        L.row = {H};
+        const normkit::DType sdt = normkit::stat_dtype(dt);
+        HostArray x(dt, L), y(dt, L), dy(dt, L), dx(dt, L);
+        HostArray mean = HostArray::compact(sdt, {3}), rstd = HostArray::compact(sdt, {3});
+        Rng rng(uint64_t(H) + 5);
+        const std::vector<double> vx =
+            x.fill([&](int64_t r, int64_t) { return r == 0 ? 0.0 : r == 1 ? 1.5 : rng.normal(); });
+        std::vector<double> vdy = dy.fill_normal(rng);
+        {
+          OnDevice dev(cuda, {&x, &y, &mean, &rstd, &dy, &dx});
+          normkit::ada_norm_forward(*x.ptr(), 0.1, 2.0, 1e-5, *y.ptr(), mean.ptr(), rstd.ptr());
+          normkit::ada_norm_backward(*dy.ptr(), *x.ptr(), *mean.ptr(), *rstd.ptr(), 0.1, 2.0,
+                                     *dx.ptr());
+        }
+        RefBackward rb;
+        rb.kind = NormKind::Ada;
+        rb.rows = 3;
+        rb.H = H;
+        rb.eps = 1e-5;
+        rb.s = &vx;
+        rb.dy = &vdy;
+        const RefBackwardOut bo = ref_backward(rb);
+        const std::string desc = std::string(normkit::dtype_name(dt)) + " H=" + std::to_string(H) +
+                                 " on=" + t.name();
+        const std::vector<double> vy = y.values(), vdx = dx.values();
+        for (int64_t r : {0, 1}) {
+          for (int64_t j = 0; j < H; ++j) NK_CHECK(vy[size_t(r * H + j)] == 0.0) << desc;
+          double mean_dy = 0;
+          for (int64_t j = 0; j < H; ++j) mean_dy += vdy[size_t(r * H + j)];
+          mean_dy /= double(H);
+          std::vector<double> got(vdx.begin() + r * H, vdx.begin() + (r + 1) * H), ref;
+          for (int64_t j = 0; j < H; ++j) {
+            ref.push_back(2.0 / 1e-5 * (vdy[size_t(r * H + j)] - mean_dy));
+            NK_CHECK(std::fabs(ref.back() - bo.dx[size_t(r * H + j)]) <= 1e-9 * (std::fabs(ref.back()) + 1))
+                << "the reference's constant row [" << desc << "]";
+          }
+          NK_CHECK_CLOSE("dx", got, ref, tol_for(dt), desc + " row " + std::to_string(r));
+        }
+        std::vector<double> got(vdx.begin() + 2 * H, vdx.end());
+        std::vector<double> ref(bo.dx.begin() + 2 * H, bo.dx.end());
+        std::vector<double> mag(bo.dx_mag.begin() + 2 * H, bo.dx_mag.end());
+        NK_CHECK_CLOSE_MAG("dx", got, ref, tol_for(dt), &mag, desc + " row 2");
+      }
   }
 }
 

@@ -10,6 +10,7 @@ The torch integration (autograd, ``torch.compile``, ``nn.Module`` drop-ins) live
 from __future__ import annotations
 
 from . import _core
+from ._ada_norm import ada_norm, ada_norm_backward, ada_norm_forward
 from ._dyt import dyt, dyt_backward, dyt_forward
 from .functional import (
     add_layer_norm,
@@ -93,6 +94,9 @@ __all__ = [
     "dyt",
     "dyt_forward",
     "dyt_backward",
+    "ada_norm",
+    "ada_norm_forward",
+    "ada_norm_backward",
     "set_num_threads",
     "get_num_threads",
     "cpu_isa",

@@ -47,36 +47,34 @@ Conventions (checked when the :class:`Op` is built, so a wrong declaration fails
   else kept). Each backward output names the forward input it is the gradient of
   (``grad_of=``); the forward's differentiable inputs must all be covered.
 
-Example: DyT (SPEC §6) is declared in ``normkit/_dyt.py`` (an elementwise op with a scalar
+Examples: DyT (SPEC §6) is declared in ``normkit/_dyt.py`` (an elementwise op with a scalar
 parameter, stride-preserving outputs, custom layout preps and a channels-first/last flag),
 and registered on the torch side in ``normkit/torch/_dyt.py`` with one line,
-``DYT = register(decl.DYT)``. AdaNorm (SPEC §8, next) will follow the row norms' pattern:
+``DYT = register(decl.DYT)``. AdaNorm (SPEC §8, ``normkit/_ada_norm.py``) is the smallest
+complete declaration, a row norm with saved statistics:
 
 .. code-block:: python
 
     ADA_NORM_BWD = Op(
         "ada_norm_bwd",
-        inputs=[Tensor("dy", rows="nd"), Tensor("x", rows="nd"),
-                Tensor("mean", contiguous=True), Tensor("rstd", contiguous=True),
-                Float("k"), Float("scale"), Int("nd")],
+        inputs=[Tensor("dy", rows=ND), Tensor("x", rows=ND), Tensor("mean", contiguous=True),
+                Tensor("rstd", contiguous=True), Float("k"), Float("scale"), Int(ND)],
         outputs=[Out("dx", Like("x"), grad_of="x")],
-        kernel=lambda dy, x, mean, rstd, k, scale, nd, dx, stream: _core.ada_norm_backward(
-            dy, x, mean, rstd, k, scale, nd, dx, stream),
+        kernel=lambda dy, x, mean, rstd, k, scale, normalized_ndim, dx, stream:
+        _core.ada_norm_backward(normalized_ndim, k, scale, dy, x, mean, rstd, dx, stream),
     )
 
     ADA_NORM = Op(
         "ada_norm_fwd",
-        inputs=[Tensor("x", differentiable=True, rows="nd"), Float("k"), Float("scale"),
-                Float("eps"), Int("nd")],
+        inputs=[Tensor("x", differentiable=True, rows=ND), Float("k"), Float("scale"),
+                Float("eps"), Int(ND)],
         outputs=[Out("y", Like("x")),
-                 Out("mean", Stat("x", "nd"), differentiable=False, backward_only=True),
-                 Out("rstd", Stat("x", "nd"), differentiable=False, backward_only=True)],
-        kernel=lambda x, k, scale, eps, nd, y, mean, rstd, stream: _core.ada_norm_forward(
-            x, k, scale, eps, nd, y, mean, rstd, stream),
+                 Out("mean", Stat("x", ND), differentiable=False, backward_only=True),
+                 Out("rstd", Stat("x", ND), differentiable=False, backward_only=True)],
+        kernel=lambda x, k, scale, eps, normalized_ndim, y, mean, rstd, stream:
+        _core.ada_norm_forward(normalized_ndim, eps, k, scale, x, y, mean, rstd, stream),
         backward=ADA_NORM_BWD,
     )
-
-(a sketch: AdaNorm's binding does not exist yet.)
 """
 
 from __future__ import annotations

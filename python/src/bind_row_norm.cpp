@@ -1,4 +1,5 @@
-// normkit._core: the row-norm family (layer norm, RMS norm, fused residual add + norm).
+// normkit._core: the row-norm family (layer norm, RMS norm, fused residual add + norm,
+// AdaNorm).
 #include <pybind11/pybind11.h>
 
 #include "interop.hpp"
@@ -81,12 +82,56 @@ void row_norm_backward(normkit::NormKind kind, int normalized_ndim, double weigh
   normkit::row_norm_backward(a, reinterpret_cast<normkit::Stream>(stream));
 }
 
+void ada_norm_forward(int normalized_ndim, double eps, double k, double scale, py::handle x,
+                      py::handle y, py::handle mean, py::handle rstd, uintptr_t stream) {
+  ArrayRef ax, ay, am, arstd;
+  to_view(x, "x", stream, ax);
+  to_view(y, "out", stream, ay, true);
+  to_view(mean, "mean", stream, am, true);
+  to_view(rstd, "rstd", stream, arstd, true);
+  normkit::RowNormForwardArgs a;
+  a.kind = normkit::NormKind::Ada;
+  a.normalized_ndim = normalized_ndim;
+  a.eps = eps;
+  a.ada_k = k;
+  a.ada_scale = scale;
+  a.x = ptr(ax);
+  a.y = ptr(ay);
+  a.mean = ptr(am);
+  a.rstd = ptr(arstd);
+  py::gil_scoped_release nogil;
+  normkit::row_norm_forward(a, reinterpret_cast<normkit::Stream>(stream));
+}
+
+void ada_norm_backward(int normalized_ndim, double k, double scale, py::handle dy, py::handle x,
+                       py::handle mean, py::handle rstd, py::handle dx, uintptr_t stream) {
+  ArrayRef ady, ax, am, arstd, adx;
+  to_view(dy, "dy", stream, ady);
+  to_view(x, "x", stream, ax);
+  to_view(mean, "mean", stream, am);
+  to_view(rstd, "rstd", stream, arstd);
+  to_view(dx, "dx", stream, adx, true);
+  normkit::RowNormBackwardArgs a;
+  a.kind = normkit::NormKind::Ada;
+  a.normalized_ndim = normalized_ndim;
+  a.ada_k = k;
+  a.ada_scale = scale;
+  a.dy = ptr(ady);
+  a.x = ptr(ax);
+  a.mean = ptr(am);
+  a.rstd = ptr(arstd);
+  a.dx = ptr(adx);
+  py::gil_scoped_release nogil;
+  normkit::row_norm_backward(a, reinterpret_cast<normkit::Stream>(stream));
+}
+
 }  // namespace
 
 NK_PY_BINDINGS(bind_row_norm) {
   py::enum_<normkit::NormKind>(m, "NormKind")
       .value("layer", normkit::NormKind::Layer)
-      .value("rms", normkit::NormKind::RMS);
+      .value("rms", normkit::NormKind::RMS)
+      .value("ada", normkit::NormKind::Ada);
 
   m.def("row_norm_forward", &row_norm_forward, py::arg("kind"), py::arg("normalized_ndim"),
         py::arg("eps"), py::arg("weight_offset"), py::arg("residual_scale"), py::arg("x"),
@@ -99,4 +144,10 @@ NK_PY_BINDINGS(bind_row_norm) {
         py::arg("weight").none(true), py::arg("dx"), py::arg("dresidual").none(true),
         py::arg("dweight").none(true), py::arg("dbias").none(true),
         py::arg("dx_bias").none(true), py::arg("stream") = 0);
+  m.def("ada_norm_forward", &ada_norm_forward, py::arg("normalized_ndim"), py::arg("eps"),
+        py::arg("k"), py::arg("scale"), py::arg("x"), py::arg("y"), py::arg("mean").none(true),
+        py::arg("rstd").none(true), py::arg("stream") = 0);
+  m.def("ada_norm_backward", &ada_norm_backward, py::arg("normalized_ndim"), py::arg("k"),
+        py::arg("scale"), py::arg("dy"), py::arg("x"), py::arg("mean"), py::arg("rstd"),
+        py::arg("dx"), py::arg("stream") = 0);
 }

@@ -1,4 +1,5 @@
-// normkit/row_norm.hpp — layer norm, RMS norm and fused residual add + norm (SPEC §1–3).
+// normkit/row_norm.hpp — layer norm, RMS norm and fused residual add + norm (SPEC §1–3), and
+// AdaNorm (SPEC §8).
 //
 // Conventions (SPEC §0):
 //   x      [*, H...]   the last `normalized_ndim` dims form a row of H elements and must be
@@ -22,7 +23,7 @@
 
 namespace normkit {
 
-enum class NormKind : int8_t { Layer = 0, RMS = 1 };
+enum class NormKind : int8_t { Layer = 0, RMS = 1, Ada = 2 };
 
 struct RowNormForwardArgs {
   NormKind kind = NormKind::Layer;
@@ -30,6 +31,7 @@ struct RowNormForwardArgs {
   double eps = 1e-5;
   double weight_offset = 0.0;   // RMS: y = x̂·(γ + offset); must be 0 for layer norm
   double residual_scale = 1.0;  // fused add: s = x + x_bias + residual_scale·residual
+  double ada_k = 0.1, ada_scale = 2.0;  // AdaNorm: y = ada_scale·(1 − ada_k·ŷ)·ŷ
 
   const TensorView* x = nullptr;             // [*, H...]
   const TensorView* residual = nullptr;      // [*, H...] optional: enables the fused add
@@ -47,6 +49,7 @@ struct RowNormBackwardArgs {
   int normalized_ndim = 1;
   double weight_offset = 0.0;
   double residual_scale = 1.0;
+  double ada_k = 0.1, ada_scale = 2.0;  // AdaNorm: as the forward's
 
   const TensorView* dy = nullptr;      // [*, H...]
   const TensorView* ds = nullptr;      // [*, H...] optional: gradient arriving on s (pre-norm)
@@ -99,6 +102,37 @@ inline void rms_norm_forward(const TensorView& x, const TensorView* weight, doub
   a.y = &y;
   a.rstd = rrms;
   row_norm_forward(a, stream);
+}
+
+// AdaNorm (SPEC §8) over the last dim; mean and rstd are wanted by the backward.
+inline void ada_norm_forward(const TensorView& x, double k, double scale, double eps,
+                             const TensorView& y, const TensorView* mean = nullptr,
+                             const TensorView* rstd = nullptr, Stream stream = nullptr) {
+  RowNormForwardArgs a;
+  a.kind = NormKind::Ada;
+  a.eps = eps;
+  a.ada_k = k;
+  a.ada_scale = scale;
+  a.x = &x;
+  a.y = &y;
+  a.mean = mean;
+  a.rstd = rstd;
+  row_norm_forward(a, stream);
+}
+
+inline void ada_norm_backward(const TensorView& dy, const TensorView& x, const TensorView& mean,
+                              const TensorView& rstd, double k, double scale,
+                              const TensorView& dx, Stream stream = nullptr) {
+  RowNormBackwardArgs a;
+  a.kind = NormKind::Ada;
+  a.ada_k = k;
+  a.ada_scale = scale;
+  a.dy = &dy;
+  a.x = &x;
+  a.mean = &mean;
+  a.rstd = &rstd;
+  a.dx = &dx;
+  row_norm_backward(a, stream);
 }
 
 }  // namespace normkit

@@ -1,5 +1,6 @@
-// The row-norm family's scalar math, defined once for the scalar CPU path, the SIMD
-// kernels' tails and reductions, and the CUDA kernels (SPEC §1–3).
+// The row-norm family's math, defined once for the CPU kernels (the per-element functions
+// are generic: called with Vec<C> by the SIMD kernels and with C by CUDA) and the CUDA
+// kernels (SPEC §1–3 and AdaNorm, §8).
 //
 // Note [Variance by chunks]: a row is cut into chunks that stay in L1; each chunk's mean
 // and M2 come from two passes over the chunk (never E[x²]−E[x]²), and chunks are combined
@@ -94,9 +95,84 @@ NK_HD C norm_affine(C x, C mean_hi, C mean_lo, C rstd, C w, C b) {
 // RMS norm (μ ≡ 0, rrms = 1/sqrt(mean(x²)+eps)) drops the mean(g) term:
 //   ∂x̂_j/∂x_i = rrms·(δ_ij − x̂_i x̂_j / H)  ⇒  dx_i = rrms·(g_i − x̂_i·mean(g·x̂)).
 // The callers pass mean_g = 0 for RMS.
+template <typename V>
+NK_HD V norm_dx(V rstd, V g, V mean_g, V xhat, V mean_gxhat) {
+  return rstd * ((g - mean_g) - xhat * mean_gxhat);
+}
+
+// The per-row terms of norm_dx from sums over the row of e = x − mean (the saved mean), g
+// and g·e: corr = Σe/H recovers the part of the mean the saved value lacks (Note [Corrected
+// two-pass]), x̂ = (e − corr)·rstd, mean(g·x̂) = rstd·(Σg·e − corr·Σg)/H. RMS norm (mean ≡ 0):
+// corr = mean(g) = 0.
 template <typename C>
-NK_HD C norm_dx(C rstd, C g, C mean_g, C xhat, C mean_gxhat) {
-  return rstd * (g - mean_g - xhat * mean_gxhat);
+struct BackwardTerms {
+  C corr, mean_g, mean_gx;
+};
+template <typename C>
+NK_HD BackwardTerms<C> backward_terms(C se, C sg, C sge, int64_t H, C rstd, bool rms) {
+  if (rms) se = sg = C(0);
+  const C inv_h = C(1) / C(H);
+  const C corr = se * inv_h;
+  return BackwardTerms<C>{corr, sg * inv_h, rstd * (sge - corr * sg) * inv_h};
+}
+
+// ---------------------------------------------------------------------------------------
+// AdaNorm (SPEC §8): ŷ = (x − μ)/(s + eps), s the unbiased std; z = scale·(1 − k·ŷ)·ŷ.
+// ---------------------------------------------------------------------------------------
+
+// rstd = 1/(s + eps) from M2 = Σ(x − μ)² over H ≥ 2 elements (eps is added to the std).
+template <typename C>
+NK_HD C ada_inv_std(C m2_over_h1, C eps) {
+  return C(1) / (std::sqrt(m2_over_h1) + eps);
+}
+
+// z = scale·(1 − k·ŷ)·ŷ, as (a + nb·ŷ)·ŷ with a = scale, nb = −scale·k (ada_coeffs): the same
+// expression is the backward's φ = scale·(1 − k·ŷ) = a + nb·ŷ.
+template <typename C>
+struct AdaCoeffs {
+  C a, nb;
+};
+template <typename C>
+NK_HD AdaCoeffs<C> ada_coeffs(double k, double scale) {
+  return AdaCoeffs<C>{C(scale), C(-(scale * k))};
+}
+template <typename V>
+NK_HD V ada_phi(V xhat, V a, V nb) {
+  return a + nb * xhat;
+}
+
+// Note [AdaNorm backward]: φ = scale·(1 − k·ŷ) is a constant in the backward (the paper's
+// gradient stop), so z = φ·ŷ and dL/dŷ = g = dy·φ. With u = x − μ, ŷ = u·rstd and
+// ∂s/∂x_i = u_i/((H−1)·s):
+//   ∂ŷ_j/∂x_i = rstd·(δ_ij − 1/H) − u_j·rstd²·∂s/∂x_i
+//             = rstd·(δ_ij − 1/H − ŷ_i·ŷ_j·κ/H),        κ = H/((H−1)·s·rstd),
+// so dx = rstd·(g − mean(g) − ŷ·mean(g·ŷ)·κ): layer norm's norm_dx with mean(g·ŷ) scaled by
+// κ (= H/(H−1)·(s + eps)/s). s comes from the data again (no eps needed, no cancellation in
+// 1 − eps·rstd). A constant row (s = 0, ŷ = 0) has no derivative of s; there κ = 0 (s held
+// constant), which is also the limit of the κ-term, ŷ_i·mean(g·ŷ)·κ = O(s/eps), as s → 0.
+//
+// g depends on ŷ, and ŷ on corr, which pass 1 is still summing; so pass 1 sums, over
+// e = x − mean (the saved mean), Σe, Σe², Σdy, Σdy·e and Σdy·e², and the terms follow in
+// closed form with d = e − corr: Σg = a·Σdy + nb·rstd·Σdy·d, Σg·d = a·Σdy·d + nb·rstd·Σdy·d²,
+// Σdy·d = Σdy·e − corr·Σdy, Σdy·d² = Σdy·e² − 2·corr·Σdy·e + corr²·Σdy, M2 = Σe² − corr·Σe.
+template <typename C>
+struct AdaSums {
+  C e, e2, dy, dye, dye2;
+};
+template <typename C>
+NK_HD BackwardTerms<C> ada_backward_terms(const AdaSums<C>& s, int64_t H, C rstd,
+                                          AdaCoeffs<C> c) {
+  const C inv_h = C(1) / C(H);
+  const C corr = s.e * inv_h;
+  const C dyd = s.dye - corr * s.dy;
+  const C dyd2 = (s.dye2 - C(2) * corr * s.dye) + corr * corr * s.dy;
+  const C nbr = c.nb * rstd;
+  const C sg = c.a * s.dy + nbr * dyd;
+  const C sgd = c.a * dyd + nbr * dyd2;
+  const C m2 = s.e2 - corr * s.e;
+  const C sd = m2 > C(0) ? std::sqrt(m2 / C(H - 1)) : C(0);
+  const C kappa = sd > C(0) ? C(H) / (C(H - 1) * sd * rstd) : C(0);
+  return BackwardTerms<C>{corr, sg * inv_h, rstd * sgd * inv_h * kappa};
 }
 
 }  // namespace normkit::detail

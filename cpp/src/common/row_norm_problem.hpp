@@ -22,6 +22,7 @@ struct RowNormProblem {
   int64_t rows = 0;                // >= 0
   int64_t H = 0;                   // >= 1 when rows > 0 reach a backend
   double eps = 0, weight_offset = 0, residual_scale = 1;
+  double ada_k = 0, ada_scale = 1;  // AdaNorm only
 
   const void* x = nullptr;
   RowIndex x_idx;
@@ -41,6 +42,7 @@ struct RowNormProblem {
   DType bias_dtype = DType::Float32;
 
   // [rows], contiguous, stat_dtype(x_dtype); null if not wanted. mean is null for RMS.
+  // AdaNorm: H >= 2, no parameters, no fused add.
   void* mean = nullptr;
   void* rstd = nullptr;
 };
@@ -52,6 +54,7 @@ struct RowNormBackwardProblem {
   int64_t rows = 0;
   int64_t H = 0;
   double weight_offset = 0, residual_scale = 1;
+  double ada_k = 0, ada_scale = 1;  // AdaNorm only
 
   const void* dy = nullptr;
   RowIndex dy_idx;

@@ -1,4 +1,4 @@
-// Row-norm CPU kernels (layer norm, RMS norm, fused add + norm; forward and backward),
+// Row-norm CPU kernels (layer norm, RMS norm, fused add + norm, AdaNorm; forward and backward),
 // written once against Vec<C> and compiled once per ISA (see vec/vec.hpp).
 //
 // Assumptions: the problem was validated (cpp/src/row_norm.cpp) and prepared
@@ -107,9 +107,9 @@ NK_ALWAYS_INLINE void row_dev_sums(const T* x, int64_t n, C m, C& s1_out, C& s2_
   s2_out = s2;
 }
 
-// Mean and biased variance of a row (Notes [Variance by chunks], [Corrected two-pass]).
+// Mean and M2 = Σ(x − mean)² of a row (Notes [Variance by chunks], [Corrected two-pass]).
 template <typename T, typename C>
-void layer_stats(const T* x, int64_t H, double& mean, double& var) {
+void layer_stats(const T* x, int64_t H, double& mean, double& m2) {
   Moments<double> acc{0.0, 0.0, 0.0};
   for (int64_t j0 = 0; j0 < H; j0 += kChunk<T>) {
     const int64_t n = H - j0 < kChunk<T> ? H - j0 : kChunk<T>;
@@ -119,7 +119,7 @@ void layer_stats(const T* x, int64_t H, double& mean, double& var) {
     acc = detail::merge_moments(acc, detail::corrected_moments<C>(n, m, s1, s2));
   }
   mean = acc.mean;
-  var = acc.m2 / double(H);
+  m2 = acc.m2;
 }
 
 // mean(x²): sums of squares are well conditioned (all terms positive), one pass.
@@ -128,18 +128,21 @@ C rms_mean_sq(const T* x, int64_t H) {
   return row_sum_sq_dev<T, C>(x, H, C(0)) / C(H);
 }
 
-// y = ((x − mean_hi) − mean_lo)·rstd·w + b over one row (norm_affine, in vector form);
-// streaming stores when kNT.
-template <typename T, typename C, bool kW, bool kB, bool kNT>
+// y = ((x − mean_hi) − mean_lo)·rstd·w + b over one row (norm_affine, in vector form), or
+// AdaNorm's (a + nb·x̂)·x̂ (kAda); streaming stores when kNT.
+template <typename T, typename C, bool kAda, bool kW, bool kB, bool kNT>
 NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMean<C> mean,
                                     C rstd, const C* NK_RESTRICT w, const C* NK_RESTRICT b,
-                                    const T* next_x) {
+                                    detail::AdaCoeffs<C> ada, const T* next_x) {
   using V = Vec<C>;
   const V vm = V::set1(mean.hi), vl = V::set1(mean.lo), vr = V::set1(rstd);
+  const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
   for_each_vector<T, C>(H, y, kNT, [&](int64_t j, int64_t n, bool stream) {
     prefetch(next_x ? next_x + j : nullptr);
     V t = ((ld<T, V>(x + j, n) - vm) - vl) * vr;
-    if constexpr (kW && kB) {
+    if constexpr (kAda) {
+      t = detail::ada_phi(t, va, vnb) * t;
+    } else if constexpr (kW && kB) {
       t = V::fmadd(t, ld<C, V>(w + j, n), ld<C, V>(b + j, n));
     } else if constexpr (kW) {
       t = t * ld<C, V>(w + j, n);
@@ -163,7 +166,7 @@ void add_row(const T* x, const T* r, const C* NK_RESTRICT xb, C scale, T* s, int
   });
 }
 
-template <typename T, bool kRMS, bool kW, bool kB, bool kNT>
+template <typename T, NormKind K, bool kW, bool kB, bool kNT>
 void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
   using C = compute_t<T>;
   const int64_t H = p.H;
@@ -177,6 +180,7 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
   C* mean_out = static_cast<C*>(p.mean);
   C* rstd_out = static_cast<C*>(p.rstd);
   const C eps = C(p.eps), scale = C(p.residual_scale);
+  const detail::AdaCoeffs<C> ada = detail::ada_coeffs<C>(p.ada_k, p.ada_scale);
   const bool need_scratch = R != nullptr && S == nullptr;
 
   // Without residual_out, s lives in a per-thread row (it must still be rounded to T). One
@@ -199,31 +203,33 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
         xr = s;
       }
       detail::SplitMean<C> mean{C(0), C(0)};
-      C var;
-      if constexpr (kRMS) {
-        var = rms_mean_sq<T, C>(xr, H);
+      C rstd;
+      if constexpr (K == NormKind::RMS) {
+        rstd = detail::inv_std<C>(rms_mean_sq<T, C>(xr, H), eps);
       } else {
-        double mean_d, var_d;
-        layer_stats<T, C>(xr, H, mean_d, var_d);
+        double mean_d, m2_d;
+        layer_stats<T, C>(xr, H, mean_d, m2_d);
         mean = detail::split_mean<C>(mean_d);
-        var = C(var_d);
+        rstd = K == NormKind::Ada ? detail::ada_inv_std<C>(C(m2_d / double(H - 1)), eps)
+                                  : detail::inv_std<C>(C(m2_d / double(H)), eps);
       }
-      const C rstd = detail::inv_std<C>(var, eps);
       if (mean_out) mean_out[r] = mean.hi;
       if (rstd_out) rstd_out[r] = rstd;
-      normalize_row<T, C, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean, rstd, w, b, next);
+      normalize_row<T, C, K == NormKind::Ada, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean,
+                                                           rstd, w, b, ada, next);
     }
     if constexpr (kNT) stream_fence();
   }
 }
 
-template <typename T, bool kRMS>
+template <typename T, NormKind K>
 void forward_dispatch_flags(const RowNormProblem& p, const ForwardPrep& prep) {
   const bool w = prep.weight != nullptr, b = prep.bias != nullptr;
 #define NK_FWD(W, B)                                                        \
-  (prep.nontemporal ? forward_impl<T, kRMS, W, B, true>(p, prep)            \
-                    : forward_impl<T, kRMS, W, B, false>(p, prep))
-  if (w && b) NK_FWD(true, true);
+  (prep.nontemporal ? forward_impl<T, K, W, B, true>(p, prep)               \
+                    : forward_impl<T, K, W, B, false>(p, prep))
+  if constexpr (K == NormKind::Ada) NK_FWD(false, false);  // AdaNorm has no parameters
+  else if (w && b) NK_FWD(true, true);
   else if (w) NK_FWD(true, false);
   else if (b) NK_FWD(false, true);
   else NK_FWD(false, false);
@@ -232,77 +238,116 @@ void forward_dispatch_flags(const RowNormProblem& p, const ForwardPrep& prep) {
 
 template <typename T>
 void forward_typed(const RowNormProblem& p, const ForwardPrep& prep) {
-  if (p.kind == NormKind::RMS)
-    forward_dispatch_flags<T, true>(p, prep);
-  else
-    forward_dispatch_flags<T, false>(p, prep);
+  switch (p.kind) {
+    case NormKind::Layer: return forward_dispatch_flags<T, NormKind::Layer>(p, prep);
+    case NormKind::RMS: return forward_dispatch_flags<T, NormKind::RMS>(p, prep);
+    case NormKind::Ada: return forward_dispatch_flags<T, NormKind::Ada>(p, prep);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
 // Backward
 // ---------------------------------------------------------------------------------------
 
-// One row of the backward (math in row_norm_math.hpp: norm_dx). Pass 1 forms, with
-// d = x − mean: Σd (the mean correction r, Note [Corrected two-pass]), Σg and Σg·d, from
-// which mean(g) and mean(g·x̂) = rstd·(Σg·d − r·Σg)/H. Pass 2 writes dx (+ ds) and
-// scale·dx, and adds dy·x̂, dy and dx into the block's parameter partials.
-template <typename T, bool kRMS, bool kW, bool kNT>
+// Pass 1 of AdaNorm's backward over one row: the five sums of Note [AdaNorm backward]
+// (row_norm_math.hpp), over e = x − mean.
+template <typename T, typename C>
+NK_ALWAYS_INLINE detail::AdaSums<C> ada_row_sums(const T* dy, const T* x, int64_t H, C mean) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  const V vm = V::set1(mean);
+  V se = V::zero(), se2 = V::zero(), sdy = V::zero(), sde = V::zero(), sde2 = V::zero();
+  int64_t j = 0;
+  for (; j + L <= H; j += L) {
+    const V d = V::load(dy + j);
+    const V e = V::load(x + j) - vm;
+    const V de = d * e;
+    se = se + e;
+    se2 = V::fmadd(e, e, se2);
+    sdy = sdy + d;
+    sde = sde + de;
+    sde2 = V::fmadd(de, e, sde2);
+  }
+  detail::AdaSums<C> s{se.sum(), se2.sum(), sdy.sum(), sde.sum(), sde2.sum()};
+  for (; j < H; ++j) {
+    const C d = C(to_compute(dy[j]));
+    const C e = C(to_compute(x[j])) - mean;
+    s.e += e;
+    s.e2 += e * e;
+    s.dy += d;
+    s.dye += d * e;
+    s.dye2 += d * e * e;
+  }
+  return s;
+}
+
+// One row of the backward (math in row_norm_math.hpp: norm_dx, backward_terms,
+// ada_backward_terms). Pass 1 forms, with d = x − mean: Σd (the mean correction r, Note
+// [Corrected two-pass]), Σg and Σg·d, from which mean(g) and mean(g·x̂) (AdaNorm: the sums
+// of Note [AdaNorm backward]). Pass 2 writes dx (+ ds) and scale·dx, and adds dy·x̂, dy and
+// dx into the block's parameter partials.
+template <typename T, NormKind K, bool kW, bool kNT>
 NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, T* dr, int64_t H,
                                    compute_t<T> mean, compute_t<T> rstd,
                                    const compute_t<T>* NK_RESTRICT w, compute_t<T>* pdw,
                                    compute_t<T>* pdb, compute_t<T>* pdxb, compute_t<T> scale,
-                                   const T* next_dy, const T* next_x) {
+                                   detail::AdaCoeffs<compute_t<T>> ada, const T* next_dy,
+                                   const T* next_x) {
   using C = compute_t<T>;
   using V = Vec<C>;
   constexpr int64_t L = V::size;
+  constexpr bool kRMS = K == NormKind::RMS, kAda = K == NormKind::Ada;
   const V vm = V::set1(mean);
-  V sd0 = V::zero(), sd1 = V::zero(), sg0 = V::zero(), sg1 = V::zero();
-  V sx0 = V::zero(), sx1 = V::zero();
-  int64_t j = 0;
-  for (; j + 2 * L <= H; j += 2 * L) {
-    const V d0 = V::load(dy + j), d1 = V::load(dy + j + L);
-    const V e0 = V::load(x + j) - vm, e1 = V::load(x + j + L) - vm;
-    V g0 = d0, g1 = d1;
-    if constexpr (kW) {
-      g0 = d0 * V::load(w + j);
-      g1 = d1 * V::load(w + j + L);
+  detail::BackwardTerms<C> t;
+  if constexpr (kAda) {
+    t = detail::ada_backward_terms<C>(ada_row_sums<T, C>(dy, x, H, mean), H, rstd, ada);
+  } else {
+    V sd0 = V::zero(), sd1 = V::zero(), sg0 = V::zero(), sg1 = V::zero();
+    V sx0 = V::zero(), sx1 = V::zero();
+    int64_t j = 0;
+    for (; j + 2 * L <= H; j += 2 * L) {
+      const V d0 = V::load(dy + j), d1 = V::load(dy + j + L);
+      const V e0 = V::load(x + j) - vm, e1 = V::load(x + j + L) - vm;
+      V g0 = d0, g1 = d1;
+      if constexpr (kW) {
+        g0 = d0 * V::load(w + j);
+        g1 = d1 * V::load(w + j + L);
+      }
+      if constexpr (!kRMS) {
+        sd0 = sd0 + e0;
+        sd1 = sd1 + e1;
+        sg0 = sg0 + g0;
+        sg1 = sg1 + g1;
+      }
+      sx0 = V::fmadd(g0, e0, sx0);
+      sx1 = V::fmadd(g1, e1, sx1);
     }
-    if constexpr (!kRMS) {
-      sd0 = sd0 + e0;
-      sd1 = sd1 + e1;
-      sg0 = sg0 + g0;
-      sg1 = sg1 + g1;
+    C sd = (sd0 + sd1).sum(), sg = (sg0 + sg1).sum(), sgd = (sx0 + sx1).sum();
+    for (; j < H; ++j) {
+      const C d = C(to_compute(dy[j]));
+      const C e = C(to_compute(x[j])) - mean;
+      const C g = kW ? d * w[j] : d;
+      if constexpr (!kRMS) {
+        sd += e;
+        sg += g;
+      }
+      sgd += g * e;
     }
-    sx0 = V::fmadd(g0, e0, sx0);
-    sx1 = V::fmadd(g1, e1, sx1);
+    t = detail::backward_terms<C>(sd, sg, sgd, H, rstd, kRMS);
   }
-  C sd = (sd0 + sd1).sum(), sg = (sg0 + sg1).sum(), sgd = (sx0 + sx1).sum();
-  for (; j < H; ++j) {
-    const C d = C(to_compute(dy[j]));
-    const C e = C(to_compute(x[j])) - mean;
-    const C g = kW ? d * w[j] : d;
-    if constexpr (!kRMS) {
-      sd += e;
-      sg += g;
-    }
-    sgd += g * e;
-  }
-  const C inv_h = C(1) / C(H);
-  const C corr = kRMS ? C(0) : sd * inv_h;  // r: the part of the mean the saved value lacks
-  const C mean_g = kRMS ? C(0) : sg * inv_h;
-  const C mean_gx = rstd * (sgd - corr * sg) * inv_h;
 
-  const V vc = V::set1(corr), vr = V::set1(rstd);
-  const V vmg = V::set1(mean_g), vmgx = V::set1(mean_gx), vs = V::set1(scale);
+  const V vc = V::set1(t.corr), vr = V::set1(rstd);
+  const V vmg = V::set1(t.mean_g), vmgx = V::set1(t.mean_gx), vs = V::set1(scale);
+  const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
   for_each_vector<T, C>(H, dx, kNT, [&](int64_t k, int64_t n, bool stream) {
     prefetch(next_dy ? next_dy + k : nullptr);  // Note [Prefetch the next row]
     prefetch(next_x ? next_x + k : nullptr);
     const V d = ld<T, V>(dy + k, n);
     const V h = ((ld<T, V>(x + k, n) - vm) - vc) * vr;
     V g = d;
-    if constexpr (kW) g = d * ld<C, V>(w + k, n);
-    // norm_dx in vector form: rstd·(g − mean_g − x̂·mean_gx)
-    V v = vr * ((g - vmg) - h * vmgx);
+    if constexpr (kAda) g = d * detail::ada_phi(h, va, vnb);
+    else if constexpr (kW) g = d * ld<C, V>(w + k, n);
+    V v = detail::norm_dx(vr, g, vmg, h, vmgx);
     if (ds) v = v + ld<T, V>(ds + k, n);
     st<T, V>(v, dx + k, n, stream);
     if (dr) st<T, V>(vs * v, dr + k, n, false);
@@ -312,7 +357,7 @@ NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, 
   });
 }
 
-template <typename T, bool kRMS, bool kW, bool kNT>
+template <typename T, NormKind K, bool kW, bool kNT>
 void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   using C = compute_t<T>;
   const int64_t H = p.H;
@@ -326,6 +371,7 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   const C* w = static_cast<const C*>(prep.weight);
   C* partials = static_cast<C*>(prep.partials);
   const C scale = C(p.residual_scale);
+  const detail::AdaCoeffs<C> ada = detail::ada_coeffs<C>(p.ada_k, p.ada_scale);
   const int has_dw = p.dweight != nullptr, has_db = p.dbias != nullptr;
   const int has_dxb = p.dx_bias != nullptr;
 
@@ -341,12 +387,13 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
     const int64_t r0 = blk * prep.rows_per_block;
     const int64_t r1 = r0 + prep.rows_per_block < p.rows ? r0 + prep.rows_per_block : p.rows;
     for (int64_t r = r0; r < r1; ++r) {
-      backward_row<T, kRMS, kW, kNT>(DY + p.dy_idx.offset(r), X + p.x_idx.offset(r),
-                                     DS ? DS + p.ds_idx.offset(r) : nullptr,
-                                     DX + p.dx_idx.offset(r), DR ? DR + p.dr_idx.offset(r) : nullptr,
-                                     H, kRMS ? C(0) : mean[r], rstd[r], w, pdw, pdb, pdxb, scale,
-                                     r + 1 < r1 ? DY + p.dy_idx.offset(r + 1) : nullptr,
-                                     r + 1 < r1 ? X + p.x_idx.offset(r + 1) : nullptr);
+      backward_row<T, K, kW, kNT>(DY + p.dy_idx.offset(r), X + p.x_idx.offset(r),
+                                  DS ? DS + p.ds_idx.offset(r) : nullptr,
+                                  DX + p.dx_idx.offset(r), DR ? DR + p.dr_idx.offset(r) : nullptr,
+                                  H, K == NormKind::RMS ? C(0) : mean[r], rstd[r], w, pdw, pdb,
+                                  pdxb, scale, ada,
+                                  r + 1 < r1 ? DY + p.dy_idx.offset(r + 1) : nullptr,
+                                  r + 1 < r1 ? X + p.x_idx.offset(r + 1) : nullptr);
     }
   }
   // Note [Fence on every thread]: a store fence orders the streaming stores of the thread
@@ -368,15 +415,19 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
 template <typename T>
 void backward_typed(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   const bool w = prep.weight != nullptr;
-#define NK_BWD(RMS, W)                                                       \
-  (prep.nontemporal ? backward_impl<T, RMS, W, true>(p, prep)                \
-                    : backward_impl<T, RMS, W, false>(p, prep))
-  if (p.kind == NormKind::RMS) {
-    if (w) NK_BWD(true, true);
-    else NK_BWD(true, false);
-  } else {
-    if (w) NK_BWD(false, true);
-    else NK_BWD(false, false);
+#define NK_BWD(K, W)                                                         \
+  (prep.nontemporal ? backward_impl<T, K, W, true>(p, prep)                  \
+                    : backward_impl<T, K, W, false>(p, prep))
+  switch (p.kind) {
+    case NormKind::Layer:
+      if (w) NK_BWD(NormKind::Layer, true);
+      else NK_BWD(NormKind::Layer, false);
+      return;
+    case NormKind::RMS:
+      if (w) NK_BWD(NormKind::RMS, true);
+      else NK_BWD(NormKind::RMS, false);
+      return;
+    case NormKind::Ada: NK_BWD(NormKind::Ada, false); return;  // no parameters
   }
 #undef NK_BWD
 }

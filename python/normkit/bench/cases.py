@@ -5,7 +5,9 @@ Every case is (op, dtype, shape, pass, mode):
 - op: ``layer_norm``, ``rms_norm``, ``add_layer_norm``, ``add_rms_norm`` over the last dim
   of a 2-D ``[N, H]`` input, weight (and bias for layer norm) of shape ``[H]`` in the
   input's dtype; ``dyt`` (SPEC §6, ``weight·tanh(alpha·x) + bias``, channels last, alpha
-  one element, weight and bias ``[H]``);
+  one element, weight and bias ``[H]``); ``ada_norm`` (SPEC §8, ``scale·(1 − k·ŷ)·ŷ`` with the
+  unbiased std, k = 0.1, scale = 2, no parameters; torch's peer is the paper's formula as a
+  composite, the gradient stopped through ``scale·(1 − k·ŷ)``);
 - pass: ``fwd`` (inference forward: y only; for add+norm also the new residual stream s)
   or ``fwd+bwd`` (training forward with saved statistics, then the backward giving the
   input and parameter gradients);
@@ -24,7 +26,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "dyt")
+OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "dyt", "ada_norm")
 DTYPES = ("float32", "bfloat16")
 PASSES = ("fwd", "fwd+bwd")
 MODES = ("fresh", "out")
@@ -33,6 +35,7 @@ QUICK_SHAPES = ((4096, 4096), (1, 4096))
 
 LN_EPS = 1e-5
 RMS_EPS = 1e-6
+ADA_K, ADA_SCALE, ADA_EPS = 0.1, 2.0, 1e-5
 STAT_BYTES = 4  # mean / rstd / rrms are float32 for 16- and 32-bit inputs (SPEC §0)
 
 
@@ -76,6 +79,9 @@ def bytes_moved(case: Case) -> int:
                                                                    saved) + dy, x, gamma read,
                                                                    dx, dalpha, dgamma, dbeta
                                                                    written: 5A + 5P
+    ada_norm            x, y: 2A                                   fwd (+ mean, rstd written)
+                                                                   + dy, x, mean, rstd read,
+                                                                   dx written: 5A + 4S
     ==================  =========================================  ==========================
 
     ``dresidual`` is counted as its own write although with residual_scale = 1 it equals
@@ -98,6 +104,8 @@ def bytes_moved(case: Case) -> int:
         ("add_rms_norm", "fwd+bwd"): 8 * a + 2 * s + 3 * p,
         ("dyt", "fwd"): 2 * a + 2 * p,
         ("dyt", "fwd+bwd"): 5 * a + 5 * p,
+        ("ada_norm", "fwd"): 2 * a,
+        ("ada_norm", "fwd+bwd"): 5 * a + 4 * s,
     }
     return table[(case.op, case.pass_)]
 
@@ -205,8 +213,9 @@ def convert(data: HostData, conv: Converter) -> Arrays:
 
 
 def for_op(a: Arrays, op: str) -> Arrays:
-    """The inputs ``op`` takes: no residual for the plain norms, no bias for RMS norm."""
-    return Arrays(a.x, a.r if has_residual(op) else None, a.w,
+    """The inputs ``op`` takes: no residual for the plain norms, no bias for RMS norm, no
+    parameters for AdaNorm."""
+    return Arrays(a.x, a.r if has_residual(op) else None, None if op == "ada_norm" else a.w,
                   a.b if has_bias(op) else None, a.dy, a.alpha if op == "dyt" else None)
 
 
@@ -230,6 +239,10 @@ def nk_callable(nk, case: Case, a: Arrays, conv: Converter) -> Fn:
             if case.mode == "out":
                 return lambda: nk.dyt(x, a.alpha, w, b, out=y)
             return lambda: nk.dyt(x, a.alpha, w, b)
+        if op == "ada_norm":
+            if case.mode == "out":
+                return lambda: nk.ada_norm(x, ADA_K, ADA_SCALE, ADA_EPS, out=y)
+            return lambda: nk.ada_norm(x, ADA_K, ADA_SCALE, ADA_EPS)
         if op == "layer_norm":
             if case.mode == "out":
                 return lambda: nk.layer_norm(x, w, b, eps=LN_EPS, out=y)
@@ -256,6 +269,13 @@ def nk_callable(nk, case: Case, a: Arrays, conv: Converter) -> Fn:
             def f():
                 nk.dyt_forward(x, a.alpha, w, b)
                 return nk.dyt_backward(dy, x, a.alpha, w, b)[0]
+
+            return f
+        if op == "ada_norm":
+
+            def f():
+                _, mean, rstd = nk.ada_norm_forward(x, ADA_K, ADA_SCALE, ADA_EPS)
+                return nk.ada_norm_backward(dy, x, mean, rstd, ADA_K, ADA_SCALE)
 
             return f
         if op == "layer_norm":
@@ -325,6 +345,24 @@ def torch_callable(torch, case: Case, a: Arrays, conv: Converter) -> Tuple[Fn, s
             return xg.grad
 
         return f, "composite w*tanh(a*x)+b through autograd"
+    if op == "ada_norm":
+        # torch has no AdaNorm: the paper's formula as a composite (and its autograd).
+        def ada(v):
+            mu = v.mean(dim=-1, keepdim=True)
+            yh = (v - mu) / (v.std(dim=-1, keepdim=True) + ADA_EPS)
+            return (ADA_SCALE * (1 - ADA_K * yh)).detach() * yh
+
+        if case.pass_ == "fwd":
+            return lambda: ada(x), "composite mean/std/div/mul" + (
+                " (no out= variant: fresh y)" if case.mode == "out" else "")
+        xg = x.detach().requires_grad_(True)
+
+        def f():
+            xg.grad = None
+            ada(xg).backward(dy)
+            return xg.grad
+
+        return f, "composite (scale·(1−k·ŷ)).detach()·ŷ through autograd"
     if case.pass_ == "fwd":
         if case.mode == "out":
             y = conv.empty((n, h))
@@ -441,6 +479,14 @@ def numpy_callable(case: Case, a: Arrays) -> Optional[Fn]:
     if op == "dyt":
         al = a.alpha
         return lambda: w * np.tanh(al * x) + b
+    if op == "ada_norm":
+
+        def ada(v):
+            c = v - v.mean(axis=-1, keepdims=True)
+            c /= v.std(axis=-1, ddof=1, keepdims=True) + np.float32(ADA_EPS)
+            return np.float32(ADA_SCALE) * (np.float32(1) - np.float32(ADA_K) * c) * c
+
+        return lambda: ada(x)
 
     def layer_norm(v):
         mu = v.mean(axis=-1, keepdims=True)

@@ -4,7 +4,8 @@ autograd through normkit's backward kernels, drop-in modules, and ``replace_norm
 Importing this package imports torch; ``import normkit`` alone does not.
 """
 
-from normkit.torch import _dyt, _ops
+from normkit.torch import _ada_norm, _dyt, _ops
+from normkit.torch._ada_norm import AdaNorm, ada_norm
 from normkit.torch._dyt import DyT, dyt, layer_norm_to_dyt
 from normkit.torch._ops import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from normkit.torch.modules import LayerNorm, RMSNorm, replace_norms
@@ -20,4 +21,6 @@ __all__ = [
     "DyT",
     "dyt",
     "layer_norm_to_dyt",
+    "AdaNorm",
+    "ada_norm",
 ]
