@@ -34,10 +34,8 @@ void forward_impl(const DytProblem& p, const DytPrep& prep) {
   const C* b = static_cast<const C*>(prep.bias);
   const V va = V::set1(C(prep.alpha));
   const int64_t W = p.width;
-#pragma omp parallel num_threads(prep.threads) if (prep.threads > 1)
-  {
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < p.rows; ++r) {
+  parallel_ranges(prep.threads, p.rows, [&](int, int64_t r_begin, int64_t r_end) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
       const T* xr = X + p.x_idx.offset(r);
       T* yr = Y + p.y_idx.offset(r);
       if (p.per_row) {  // one channel per row: γ, β are broadcast
@@ -55,7 +53,7 @@ void forward_impl(const DytProblem& p, const DytPrep& prep) {
       }
     }
     if constexpr (kNT) stream_fence();  // Note [Fence on every thread]
-  }
+  });
 }
 
 template <typename T>
@@ -97,10 +95,8 @@ void backward_columns(const DytBackwardProblem& p, const DytPrep& prep) {
   C* partials = static_cast<C*>(prep.partials);
   const detail::DytSums sums = detail::dyt_sums(p);
   const V va = V::set1(C(prep.alpha));
-#pragma omp parallel num_threads(prep.threads) if (prep.threads > 1)
-  {
-#pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < prep.nblocks; ++blk) {
+  parallel_ranges(prep.threads, prep.nblocks, [&](int, int64_t b_begin, int64_t b_end) {
+    for (int64_t blk = b_begin; blk < b_end; ++blk) {
       C* base = partials ? partials + blk * prep.nacc * W : nullptr;
       if (base) std::memset(static_cast<void*>(base), 0, sizeof(C) * size_t(prep.nacc * W));
       C* pa = sums.a ? base : nullptr;
@@ -124,7 +120,7 @@ void backward_columns(const DytBackwardProblem& p, const DytPrep& prep) {
       }
     }
     if constexpr (kNT) stream_fence();  // Note [Fence on every thread]
-  }
+  });
   if (prep.nacc == 0) return;
   void* outs[3] = {};
   DType dts[3] = {};
@@ -154,8 +150,8 @@ void backward_planes(const DytBackwardProblem& p, const DytPrep& prep) {
   const detail::DytSums sums = detail::dyt_sums(p);
   const int nacc = prep.nacc;
   const V va = V::set1(C(prep.alpha));
-#pragma omp parallel for schedule(static) num_threads(prep.threads) if (prep.threads > 1)
-  for (int64_t r = 0; r < p.rows; ++r) {
+  parallel_ranges(prep.threads, p.rows, [&](int, int64_t r_begin, int64_t r_end) {
+  for (int64_t r = r_begin; r < r_end; ++r) {
     const int64_t c = r % p.C;
     const V vw = V::set1(kW ? w[c] : C(1));
     const T* dyr = DY + p.dy_idx.offset(r);
@@ -180,6 +176,7 @@ void backward_planes(const DytBackwardProblem& p, const DytPrep& prep) {
       if (sums.b) out[k++] = sb.sum();
     }
   }
+  });
   if (nacc == 0) return;
   // Per channel: Σ over n in order. A is kept in C in a small buffer for dα.
   const int64_t N = p.rows / p.C;

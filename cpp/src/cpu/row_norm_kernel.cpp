@@ -188,11 +188,9 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
   // terminate the process instead of reaching the caller.
   std::unique_ptr<T[]> scratch_all(
       need_scratch ? new T[size_t(H) * size_t(prep.threads > 1 ? prep.threads : 1)] : nullptr);
-#pragma omp parallel num_threads(prep.threads) if (prep.threads > 1)
-  {
-    T* const scratch = need_scratch ? scratch_all.get() + size_t(H) * size_t(thread_index()) : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < p.rows; ++r) {
+  parallel_ranges(prep.threads, p.rows, [&](int thread, int64_t r_begin, int64_t r_end) {
+    T* const scratch = need_scratch ? scratch_all.get() + size_t(H) * size_t(thread) : nullptr;
+    for (int64_t r = r_begin; r < r_end; ++r) {
       const T* xr = X + p.x_idx.offset(r);
       // Note [Prefetch the next row]: the input that pass 1 of row r+1 reads first.
       const T* next = r + 1 < p.rows ? (R ? R + p.r_idx.offset(r + 1) : X + p.x_idx.offset(r + 1))
@@ -218,8 +216,8 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
       normalize_row<T, C, K == NormKind::Ada, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean,
                                                            rstd, w, b, ada, next);
     }
-    if constexpr (kNT) stream_fence();
-  }
+    if constexpr (kNT) stream_fence();  // Note [Fence on every thread]
+  });
 }
 
 template <typename T, NormKind K>
@@ -375,10 +373,8 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   const int has_dw = p.dweight != nullptr, has_db = p.dbias != nullptr;
   const int has_dxb = p.dx_bias != nullptr;
 
-#pragma omp parallel num_threads(prep.threads) if (prep.threads > 1)
-  {
-#pragma omp for schedule(static)
-  for (int64_t blk = 0; blk < prep.nblocks; ++blk) {
+  parallel_ranges(prep.threads, prep.nblocks, [&](int, int64_t b_begin, int64_t b_end) {
+  for (int64_t blk = b_begin; blk < b_end; ++blk) {
     C* base = partials ? partials + blk * prep.nacc * H : nullptr;
     if (base) std::memset(static_cast<void*>(base), 0, sizeof(C) * size_t(prep.nacc * H));
     C* pdw = has_dw ? base : nullptr;
@@ -399,7 +395,7 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   // Note [Fence on every thread]: a store fence orders the streaming stores of the thread
   // that issues it only; each thread fences its own before the region ends.
   if constexpr (kNT) stream_fence();
-  }
+  });
 
   if (prep.nacc == 0) return;
   // Second pass: add the blocks' partials in block order, column by column.
@@ -462,10 +458,8 @@ void copy(const void* src, void* dst, int64_t bytes, int threads, bool nontempor
   float* d = static_cast<float*>(dst);
   const int64_t kBlock = 1 << 16;  // floats per task
   const int64_t nblk = (n + kBlock - 1) / kBlock;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-#pragma omp for schedule(static)
-  for (int64_t b = 0; b < nblk; ++b) {
+  parallel_ranges(threads, nblk, [&](int, int64_t b_begin, int64_t b_end) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const int64_t j1 = (b + 1) * kBlock < n ? (b + 1) * kBlock : n;
     int64_t j = b * kBlock;
     constexpr int A = stream_alignment<float>();
@@ -482,7 +476,7 @@ void copy(const void* src, void* dst, int64_t bytes, int threads, bool nontempor
     for (; j < j1; ++j) d[j] = s[j];
   }
   if (nontemporal) stream_fence();  // Note [Fence on every thread]
-  }
+  });
   std::memcpy(static_cast<char*>(dst) + n * 4, static_cast<const char*>(src) + n * 4,
               size_t(bytes - n * 4));
 }
