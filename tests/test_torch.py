@@ -507,6 +507,37 @@ def test_eager_path_matches_custom_op(index):
             assert torch.equal(e, other), name
 
 
+def test_eager_outputs_are_c_contiguous_for_dense_permuted_inputs():
+    # torch.empty_like keeps a dense input's layout (preserve_format): for an x whose leading
+    # dims are permuted the eager path must still allocate C-contiguous outputs, as the
+    # custom op (and Like) promise.
+    x = torch.randn(5, 3, 16).transpose(0, 1)
+    assert not x.is_contiguous()
+    ref = nkt.layer_norm(x.contiguous())
+    for y in (nkt.layer_norm(x), nkt._ops.LAYER_NORM.run((x, None, None, 1e-5, 1),
+                                                        (True, True, True))[0]):
+        assert y.is_contiguous() and y.shape == x.shape
+        assert torch.equal(y, ref)
+    assert normkit.ada_norm(x).is_contiguous()
+
+
+def test_core_empty_stat():
+    """_core.empty_stat (the eager path's statistics): x's leading shape, float32 or float64,
+    C-contiguous, x's device; refuses arrays whose library cannot allocate through DLPack."""
+    from normkit import _core
+
+    s = _core.empty_stat(torch.randn(3, 5, 7), 1)
+    assert type(s) is torch.Tensor and s.shape == (3, 5) and s.dtype == torch.float32
+    assert s.is_contiguous() and s.device == torch.device("cpu")
+    assert _core.empty_stat(torch.randn(3, 5, 7, dtype=torch.float64), 2).dtype == torch.float64
+    assert _core.empty_stat(torch.randn(4, 2).bfloat16(), 1).dtype == torch.float32
+    assert _core.empty_stat(torch.randn(4), 1).shape == ()
+    with pytest.raises(ValueError, match="normalized_ndim"):
+        _core.empty_stat(torch.randn(4), 2)
+    with pytest.raises(TypeError, match="DLPack exchange API"):
+        _core.empty_stat(torch.randn(2, 3).numpy(), 1)
+
+
 class _RecordOps(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self):
         super().__init__()

@@ -13,10 +13,8 @@ row needs at least 2 elements (the unbiased std).
 
 from __future__ import annotations
 
-import sys
-
 from . import _core
-from ._arrays import is_torch, lib_for, misaligned_numpy
+from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
 from ._registry import Float, Int, Like, Op, Out, Stat, Tensor
 
 __all__ = ["ada_norm", "ada_norm_forward", "ada_norm_backward", "ADA_NORM", "ADA_NORM_BWD"]
@@ -52,9 +50,6 @@ def _nd(x, normalized_shape) -> int:
     return _normalized_ndim(x, None, normalized_shape)
 
 
-def _detach(a):
-    return a.detach() if is_torch(a) and a.requires_grad else a
-
 
 def ada_norm(x, k=0.1, scale=2.0, eps=1e-5, *, normalized_shape=None, out=None):
     """AdaNorm (SPEC §8) over the last dim, or the trailing dims ``normalized_shape`` names:
@@ -67,16 +62,11 @@ def ada_norm(x, k=0.1, scale=2.0, eps=1e-5, *, normalized_shape=None, out=None):
             from .torch import _ada_norm
 
             return _ada_norm.ADA_NORM(x, k, scale, eps, nd)[0]
-        torch = sys.modules["torch"]
-        if torch.is_grad_enabled() and (x.requires_grad or getattr(out, "requires_grad", False)):
-            raise RuntimeError(
-                "ada_norm(): functions with out=... arguments don't support automatic "
-                "differentiation, but one of the arguments requires grad (call it without out=, "
-                "or under torch.no_grad())")
+        refuse_out_with_grad("ada_norm", (x,), (out,))
     lib = lib_for(x)
     into = out if misaligned_numpy(out) else None  # computed aligned, then copied in
     want = dict(y=True if out is None or into is not None else out, mean=None, rstd=None)
-    y = ADA_NORM.run_named(lib, dict(x=_detach(x), k=k, scale=scale, eps=eps,
+    y = ADA_NORM.run_named(lib, dict(x=detach(x), k=k, scale=scale, eps=eps,
                                      normalized_ndim=nd), want, lib.stream)["y"]
     if into is not None:
         into[...] = y
@@ -90,7 +80,7 @@ def ada_norm_forward(x, k=0.1, scale=2.0, eps=1e-5, *, normalized_shape=None):
     x)."""
     nd = _nd(x, normalized_shape)
     lib = lib_for(x)
-    got = ADA_NORM.run_named(lib, dict(x=_detach(x), k=k, scale=scale, eps=eps,
+    got = ADA_NORM.run_named(lib, dict(x=detach(x), k=k, scale=scale, eps=eps,
                                        normalized_ndim=nd),
                              dict(y=True, mean=True, rstd=True), lib.stream)
     f = lib.finish
@@ -107,6 +97,6 @@ def ada_norm_backward(dy, x, mean, rstd, k=0.1, scale=2.0):
             f"shape {tuple(rstd.shape)}")
     lib = lib_for(x)
     got = ADA_NORM_BWD.run_named(
-        lib, dict(dy=_detach(dy), x=_detach(x), mean=_detach(mean), rstd=_detach(rstd), k=k,
+        lib, dict(dy=detach(dy), x=detach(x), mean=detach(mean), rstd=detach(rstd), k=k,
                   scale=scale, normalized_ndim=nd), dict(dx=True), lib.stream)
     return lib.finish(got["dx"])

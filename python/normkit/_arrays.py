@@ -24,6 +24,30 @@ def is_torch(x) -> bool:
     return t is not None and isinstance(x, t.Tensor)
 
 
+def refuse_out_with_grad(name: str, inputs, outs) -> None:
+    """torch's rule for ``out=``: no autograd through it. torch raises; so do we (for every op
+    of the functional API), instead of silently computing a result detached from the graph."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.is_grad_enabled():
+        return
+    if not any(isinstance(o, torch.Tensor) for o in outs if o is not None):
+        return
+    if any(getattr(a, "requires_grad", False) for a in (*inputs, *outs) if a is not None):
+        raise RuntimeError(
+            f"{name}(): functions with out=... arguments don't support automatic "
+            "differentiation, but one of the arguments requires grad (call it without out=, "
+            "or under torch.no_grad())")
+
+
+def detach(a):
+    """``a`` without its autograd history (a torch tensor that requires grad), else ``a``:
+    what the functional API hands the kernels outside autograd. NumPy arrays and None return
+    at once (the functional API's common case; ~0.5 us per argument otherwise)."""
+    if a is None or type(a) is np.ndarray:
+        return a
+    return a.detach() if is_torch(a) and a.requires_grad else a
+
+
 def _rows_compact(shape, strides, itemsize: int, nd: int) -> bool:
     """Whether the last ``nd`` dims are C-contiguous among themselves (size-1 dims ignored)."""
     expect = itemsize

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from . import _core
-from ._arrays import is_torch, lib_for, misaligned_numpy
+from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
 from ._registry import Bool, Like, Op, OptionalTensor, Out, Tensor
 
 __all__ = ["dyt", "dyt_forward", "dyt_backward", "DYT", "DYT_BWD"]
@@ -123,9 +123,6 @@ DYT = Op(
 )
 
 
-def _detach(a):
-    return a.detach() if is_torch(a) and a.requires_grad else a
-
 
 def _needs_autograd(*arrays) -> bool:
     torch = sys.modules["torch"]
@@ -144,17 +141,11 @@ def dyt(x, alpha, weight=None, bias=None, *, channels_last=True, out=None):
 
             return _dyt.dyt(x, alpha, weight, bias, channels_last)
         if out is not None:
-            torch = sys.modules["torch"]
-            if torch.is_grad_enabled() and any(getattr(a, "requires_grad", False)
-                                               for a in (x, alpha, weight, bias, out)):
-                raise RuntimeError(
-                    "dyt(): functions with out=... arguments don't support automatic "
-                    "differentiation, but one of the arguments requires grad (call it without "
-                    "out=, or under torch.no_grad())")
+            refuse_out_with_grad("dyt", (x, alpha, weight, bias), (out,))
     lib = lib_for(x)
     into = out if misaligned_numpy(out) else None  # computed aligned, then copied in
     want = [True if out is None or into is not None else out]
-    args = [_detach(a) for a in (x, alpha, weight, bias)] + [channels_last]
+    args = [detach(a) for a in (x, alpha, weight, bias)] + [channels_last]
     y = DYT.run(lib, args, want, lib.stream)[0]
     if into is not None:
         into[...] = y
@@ -166,7 +157,7 @@ def dyt_forward(x, alpha, weight=None, bias=None, *, channels_last=True):
     """DyT for users who drive their own autograd: returns ``y`` (the backward needs only
     ``x``, not saved statistics)."""
     lib = lib_for(x)
-    args = [_detach(a) for a in (x, alpha, weight, bias)] + [channels_last]
+    args = [detach(a) for a in (x, alpha, weight, bias)] + [channels_last]
     return lib.finish(DYT.run(lib, args, DYT.all_want, lib.stream)[0])
 
 
@@ -175,7 +166,7 @@ def dyt_backward(dy, x, alpha, weight=None, bias=None, *, channels_last=True):
     parameter; ``bias`` only says whether ``dbias`` is wanted. ``dalpha`` has alpha's shape
     and dtype. Every sum is reduced in a fixed order (the same bits for any thread count)."""
     lib = lib_for(x)
-    args = [_detach(a) for a in (dy, x, alpha, weight, bias)] + [channels_last, True, True, True]
+    args = [detach(a) for a in (dy, x, alpha, weight, bias)] + [channels_last, True, True, True]
     f = lib.finish
     return tuple(None if g is None else f(g)
                  for g in DYT_BWD.run(lib, args, DYT_BWD.all_want, lib.stream))

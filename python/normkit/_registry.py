@@ -50,31 +50,9 @@ Conventions (checked when the :class:`Op` is built, so a wrong declaration fails
 Examples: DyT (SPEC §6) is declared in ``normkit/_dyt.py`` (an elementwise op with a scalar
 parameter, stride-preserving outputs, custom layout preps and a channels-first/last flag),
 and registered on the torch side in ``normkit/torch/_dyt.py`` with one line,
-``DYT = register(decl.DYT)``. AdaNorm (SPEC §8, ``normkit/_ada_norm.py``) is the smallest
-complete declaration, a row norm with saved statistics:
-
-.. code-block:: python
-
-    ADA_NORM_BWD = Op(
-        "ada_norm_bwd",
-        inputs=[Tensor("dy", rows=ND), Tensor("x", rows=ND), Tensor("mean", contiguous=True),
-                Tensor("rstd", contiguous=True), Float("k"), Float("scale"), Int(ND)],
-        outputs=[Out("dx", Like("x"), grad_of="x")],
-        kernel=lambda dy, x, mean, rstd, k, scale, normalized_ndim, dx, stream:
-        _core.ada_norm_backward(normalized_ndim, k, scale, dy, x, mean, rstd, dx, stream),
-    )
-
-    ADA_NORM = Op(
-        "ada_norm_fwd",
-        inputs=[Tensor("x", differentiable=True, rows=ND), Float("k"), Float("scale"),
-                Float("eps"), Int(ND)],
-        outputs=[Out("y", Like("x")),
-                 Out("mean", Stat("x", ND), differentiable=False, backward_only=True),
-                 Out("rstd", Stat("x", ND), differentiable=False, backward_only=True)],
-        kernel=lambda x, k, scale, eps, normalized_ndim, y, mean, rstd, stream:
-        _core.ada_norm_forward(normalized_ndim, eps, k, scale, x, y, mean, rstd, stream),
-        backward=ADA_NORM_BWD,
-    )
+``DYT = register(decl.DYT)``. AdaNorm (SPEC §8, ``ADA_NORM`` / ``ADA_NORM_BWD`` in
+``normkit/_ada_norm.py``) is the smallest complete pair to read first: a row norm with a
+rows input, scalars, one output like ``x``, two saved statistics and a one-gradient backward.
 """
 
 from __future__ import annotations

@@ -58,9 +58,12 @@ struct DLPackExchangeAPIHeader {
 };
 struct DLPackExchangeAPI {
   DLPackExchangeAPIHeader header;
-  void* managed_tensor_allocator;
+  int (*managed_tensor_allocator)(DLTensor* prototype, DLManagedTensorVersioned** out,
+                                  void* error_ctx,
+                                  void (*set_error)(void* error_ctx, const char* kind,
+                                                    const char* message));
   void* managed_tensor_from_py_object_no_sync;
-  void* managed_tensor_to_py_object_no_sync;
+  int (*managed_tensor_to_py_object_no_sync)(DLManagedTensorVersioned* tensor, void** out_py_object);
   int (*dltensor_from_py_object_no_sync)(void* py_object, DLTensor* out);
   void* current_work_stream;
 };
@@ -267,6 +270,62 @@ void to_view(py::handle obj, const char* name, uintptr_t stream, ArrayRef& out, 
   } else {
     type_error(name, "__dlpack__ did not return a DLPack capsule");
   }
+}
+
+namespace {
+
+void record_error(void* ctx, const char* kind, const char* message) {
+  *static_cast<std::string*>(ctx) = std::string(kind ? kind : "Error") + ": " + (message ? message : "");
+}
+
+// Note [Outputs allocated by the producer]: a C-contiguous array of `like`'s library and
+// device, with `shape` and `dtype`, made by the producer's DLPack exchange API allocator and
+// wrapped as its Python object. For a statistic (shape and dtype not x's) this takes ~1.4 µs
+// on the test machine against ~2.5 µs for torch.empty(shape, dtype=, device=) from Python
+// (argument parsing); a [1, 4096] layer norm's kernel takes ~1.5 µs. (For an output like x,
+// torch.empty_like(x) without keyword arguments is as fast: the eager path uses that.)
+py::object empty_via_producer(py::handle like, int ndim, const int64_t* shape, DLDataType dtype) {
+  const DLPackExchangeAPI* api = exchange_api(Py_TYPE(like.ptr()));
+  if (api == nullptr || api->managed_tensor_allocator == nullptr ||
+      api->managed_tensor_to_py_object_no_sync == nullptr)
+    type_error("x", "its library has no DLPack exchange API allocator (allocate the output "
+                    "with the array library instead)");
+  DLTensor t{};
+  if (api->dltensor_from_py_object_no_sync(like.ptr(), &t) != 0) throw py::error_already_set();
+  std::vector<int64_t> dims(shape, shape + ndim);
+  DLTensor proto{};
+  proto.device = t.device;
+  proto.ndim = ndim;
+  proto.dtype = dtype;
+  proto.shape = dims.data();
+  std::string err;
+  DLManagedTensorVersioned* m = nullptr;
+  if (api->managed_tensor_allocator(&proto, &m, &err, record_error) != 0 || m == nullptr)
+    throw Error(ErrorKind::Runtime, "output allocation: " + (err.empty() ? std::string("failed") : err));
+  void* obj = nullptr;
+  if (api->managed_tensor_to_py_object_no_sync(m, &obj) != 0 || obj == nullptr) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw Error(ErrorKind::Runtime, "output allocation: the producer could not wrap the array");
+  }
+  return py::reinterpret_steal<py::object>(static_cast<PyObject*>(obj));
+}
+
+DLTensor borrow_dl(py::handle x) {
+  const DLPackExchangeAPI* api = exchange_api(Py_TYPE(x.ptr()));
+  if (api == nullptr) type_error("x", "expected an array whose library exports the DLPack exchange API (torch)");
+  DLTensor t{};
+  if (api->dltensor_from_py_object_no_sync(x.ptr(), &t) != 0) throw py::error_already_set();
+  return t;
+}
+
+}  // namespace
+
+py::object empty_stat(py::handle x, int nd) {
+  const DLTensor t = borrow_dl(x);
+  if (nd < 0 || nd > t.ndim)
+    throw Error(ErrorKind::Value, "normalized_ndim: expected 0.." + std::to_string(t.ndim) + ", got " + std::to_string(nd));
+  const bool f64 = t.dtype.code == kDLFloat && t.dtype.bits == 64;
+  return empty_via_producer(x, t.ndim - nd, t.shape, DLDataType{kDLFloat, uint8_t(f64 ? 64 : 32), 1});
 }
 
 namespace {

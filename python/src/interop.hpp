@@ -39,6 +39,12 @@ class ArrayRef {
 void to_view(pybind11::handle obj, const char* name, uintptr_t stream, ArrayRef& out,
              bool output = false);
 
+// A statistic made by x's own library (Note [Outputs allocated by the producer] in
+// interop.cpp): one value per row of x's leading x.ndim - nd dims, float32 (float64 for
+// float64 x), C-contiguous, on x's device. Needs the DLPack exchange API with an allocator
+// (torch); TypeError otherwise.
+pybind11::object empty_stat(pybind11::handle x, int nd);
+
 // The view of an argument, or null when it was None (the core's "absent").
 inline const TensorView* ptr(const ArrayRef& a) { return a.present ? &a.view : nullptr; }
 

@@ -50,6 +50,8 @@ PYBIND11_MODULE(_core, m) {
   // The families' bindings, each in its own file (bind_<family>.cpp), registered there.
   normkit::py_interop::bind_all(m);
   m.def("_bench_copy", &bench_copy, py::arg("src"), py::arg("dst"), py::arg("nontemporal") = false);
+  // Statistics allocation for the torch eager path (no Python-level torch call).
+  m.def("empty_stat", &normkit::py_interop::empty_stat, py::arg("x"), py::arg("nd"));
 
   m.def("set_num_threads", &normkit::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &normkit::get_num_threads);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/vec/vec.hpp"
 #include "normkit/dtype.hpp"
@@ -117,31 +118,60 @@ NK_ALWAYS_INLINE void store_as(void* out, DType dt, int64_t j, C v) {
   }
 }
 
+// n values of C stored as dtype dt at out + j0 (rounded to nearest even for 16-bit): the
+// dtype is decided once per run, the elements go through the vector conversions.
+template <typename T, typename C>
+NK_ALWAYS_INLINE void store_run(T* out, const C* v, int64_t n) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  int64_t j = 0;
+  for (; j + L <= n; j += L) st<T, V>(V::load(v + j), out + j, L, false);
+  if (j < n) st<T, V>(ld<C, V>(v + j, n - j), out + j, n - j, false);
+}
+template <typename C>
+NK_ALWAYS_INLINE void store_run_as(void* out, DType dt, int64_t j0, const C* v, int64_t n) {
+  if constexpr (std::is_same_v<C, double>) {  // float64 x: parameters are float64 too
+    for (int64_t j = 0; j < n; ++j) store_as(out, dt, j0 + j, v[j]);
+  } else {
+    switch (dt) {
+      case DType::Float32: return store_run(static_cast<float*>(out) + j0, v, n);
+      case DType::Float16: return store_run(static_cast<half_t*>(out) + j0, v, n);
+      case DType::BFloat16: return store_run(static_cast<bfloat16_t*>(out) + j0, v, n);
+      case DType::Float64:
+        for (int64_t j = 0; j < n; ++j) store_as(out, dt, j0 + j, v[j]);
+        return;
+    }
+  }
+}
+
 // The second pass of Note [Fixed-order parameter gradients]: partials[b][k][0..H) holds
 // block b's sum k; out k gets Σ_b partials[b][k][j], blocks added in block order (so the
-// bits depend on the block layout only, never on threads), stored as dts[k]. When raw[k] is
-// not null the sums are also kept there in C (raw may be partials' own block 0).
+// bits depend on the block layout only, never on threads), stored as dts[k]. The sums are
+// formed in block 0's slot (the partials are scratch); when raw[k] is not null they are also
+// kept there in C (raw may be that slot itself).
 template <typename C>
 void finish_column_sums(C* partials, int64_t nblocks, int nacc, int64_t H, void* const* outs,
                         const DType* dts, C* const* raw, int threads) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
   constexpr int64_t kCols = 1024;
   const int64_t nchunks = (H + kCols - 1) / kCols;
   parallel_ranges(H >= 4096 ? threads : 1, nchunks * nacc, [&](int, int64_t c0, int64_t c1) {
-  for (int64_t c = c0; c < c1; ++c) {
-    const int64_t acc = c / nchunks;
-    const int64_t j0 = (c % nchunks) * kCols;
-    const int64_t j1 = j0 + kCols < H ? j0 + kCols : H;
-    C tmp[kCols];
-    for (int64_t j = j0; j < j1; ++j) tmp[j - j0] = partials[acc * H + j];
-    for (int64_t blk = 1; blk < nblocks; ++blk) {
-      const C* src = partials + (blk * nacc + acc) * H;
-      for (int64_t j = j0; j < j1; ++j) tmp[j - j0] += src[j];
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t acc = c / nchunks;
+      const int64_t j0 = (c % nchunks) * kCols;
+      const int64_t n = j0 + kCols < H ? kCols : H - j0;
+      C* sum = partials + acc * H + j0;
+      for (int64_t blk = 1; blk < nblocks; ++blk) {
+        const C* src = partials + (blk * nacc + acc) * H + j0;
+        int64_t j = 0;
+        for (; j + L <= n; j += L) (V::load(sum + j) + V::load(src + j)).store(sum + j);
+        for (; j < n; ++j) sum[j] += src[j];
+      }
+      if (outs[acc] != nullptr) store_run_as(outs[acc], dts[acc], j0, sum, n);
+      if (raw != nullptr && raw[acc] != nullptr && raw[acc] + j0 != sum)
+        std::memcpy(static_cast<void*>(raw[acc] + j0), sum, size_t(n) * sizeof(C));
     }
-    if (outs[acc] != nullptr)
-      for (int64_t j = j0; j < j1; ++j) store_as(outs[acc], dts[acc], j, tmp[j - j0]);
-    if (raw != nullptr && raw[acc] != nullptr)
-      for (int64_t j = j0; j < j1; ++j) raw[acc][j] = tmp[j - j0];
-  }
   });
 }
 
