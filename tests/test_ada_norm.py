@@ -300,3 +300,36 @@ def test_torch_compile_fullgraph(backend):
     x2 = x.detach().clone().requires_grad_(True)
     _paper(torch, x2).sum().backward()
     torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.any_isa
+def test_generated_run_matches_the_plans():
+    # Op.run is generated from the declaration (Note [Generated run], normkit/_registry.py);
+    # Op.run_plans interprets the same plans. Same outputs, bit for bit, for the AdaNorm and
+    # DyT declarations on NumPy (the row norms are compared in test_torch, on torch tensors),
+    # including strided inputs that the preparation copies and outputs not asked for.
+    from normkit import _ada_norm, _dyt
+    from normkit._arrays import NumpyLib
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 6, 18)).astype(np.float32)[..., ::2]  # rows not compact
+    dy = rng.normal(size=(4, 6, 9)).astype(np.float32)
+    a = np.array([0.7], np.float32)
+    w = rng.normal(size=9).astype(np.float32)
+    _, mean, rstd = NumpyLib.finish(_ada_norm.ADA_NORM.run_plans(
+        NumpyLib, [x, 0.1, 2.0, 1e-5, 1], [True, True, True]))
+    cases = [
+        (_ada_norm.ADA_NORM, [x, 0.1, 2.0, 1e-5, 1], [True, None, True]),
+        (_ada_norm.ADA_NORM_BWD, [dy, x, mean, rstd, 0.1, 2.0, 1], [True]),
+        (_dyt.DYT, [x, a, w, None, True], [True]),
+        (_dyt.DYT_BWD, [dy, x, a, w, w, True, True, False, True], [True, True, True, True]),
+    ]
+    for op, args, want in cases:
+        got, ref = op.run(NumpyLib, args, want), op.run_plans(NumpyLib, args, want)
+        assert len(got) == len(ref) == len(op.outputs)
+        for name, g, r in zip(op.output_names, got, ref):
+            assert (g is None) == (r is None), (op.name, name)
+            if g is not None:
+                assert g.shape == r.shape and g.dtype == r.dtype and g.strides == r.strides
+                assert g.tobytes() == r.tobytes(), (op.name, name)
+    assert "lib.rows(x, normalized_ndim)" in _ada_norm.ADA_NORM._run.source

@@ -490,6 +490,12 @@ def test_eager_path_matches_custom_op(index):
     args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
     eager = top.run(args, top.op.all_want)
     generic = top.op.run(TorchLib, args, top.op.all_want)
+    plans = top.op.run_plans(TorchLib, args, top.op.all_want)  # the interpreter
+    for name, a, p in zip(top.op.output_names, generic, plans):
+        assert (a is None) == (p is None), name
+        if a is not None:
+            assert (a.shape, a.stride(), a.dtype) == (p.shape, p.stride(), p.dtype), name
+            assert torch.equal(a, p), name
     custom = top.overload(*args)
     custom = (custom,) if isinstance(custom, torch.Tensor) else custom
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
