@@ -250,6 +250,12 @@ def test_torch_module_matches_the_paper(dtype, nd):
     torch.testing.assert_close(x.grad, x2.grad, atol=10 * tol, rtol=10 * tol)
     with pytest.raises(ValueError, match="input: expected a tensor whose last"):
         m(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="normalized_shape: expected at least one dim"):
+        nkt.AdaNorm(())
+    with pytest.raises(ValueError, match="ada_norm: k: expected a finite"):
+        nkt.AdaNorm(16, k=float("inf"))(torch.randn(2, 16))
+    with pytest.raises(ValueError, match="AdaNorm needs at least 2 elements per row"):
+        nkt.AdaNorm(1)(torch.randn(3, 1, requires_grad=True))
 
 
 @pytest.mark.any_isa
