@@ -44,6 +44,9 @@ void math_typed(const VecMathEval& e) {
     case VecMathEval::Tanh:
       return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
                          [](V x, V) { return detail::vmath::tanh(x); });
+    case VecMathEval::TanhFast:
+      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+                         [](V x, V) { return detail::vmath::tanh_fast(x); });
     case VecMathEval::Sigmoid:
       return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
                          [](V x, V) { return detail::vmath::sigmoid(x); });

@@ -10,7 +10,7 @@
 namespace normkit::cpu {
 
 struct VecMathEval {
-  enum Fn : int { Exp = 0, Tanh = 1, Sigmoid = 2 };
+  enum Fn : int { Exp = 0, Tanh = 1, Sigmoid = 2, TanhFast = 3 };
   Fn fn = Exp;
   bool f64 = false;         // double (in/out are double*) or float (float*)
   const void* in = nullptr;  // [n]
