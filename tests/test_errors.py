@@ -515,9 +515,40 @@ def test_norm_kind_crosses_the_binding_as_an_enum():
     from normkit import _core
 
     y = np.empty((4, 8), F32)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="kind: expected a normkit._core.NormKind, got int"):
         _core.row_norm_forward(7, 1, 1e-5, 0.0, 1.0, X, None, None, None, None, y, None, None,
                                None)
     _core.row_norm_forward(_core.NormKind.rms, 1, 1e-5, 0.0, 1.0, X, None, None, None, None, y,
                            None, None, None)
     np.testing.assert_allclose(y, nk.rms_norm(X, eps=1e-5), rtol=1e-6)
+
+
+def test_fast_entry_points_name_the_argument():
+    # The kernel entry points parse positional arguments themselves (Note [Fast entry points]
+    # in python/src/interop.hpp): a wrong count or type names the function or the argument.
+    from normkit import _core
+
+    y = np.empty((4, 8), F32)
+    L = _core.NormKind.layer
+    with pytest.raises(TypeError, match=r"row_norm_forward\(kind, normalized_ndim, .*stream\): "
+                                        r"expected 14 to 15 positional arguments, got 3"):
+        _core.row_norm_forward(L, 1, 1e-5)
+    with pytest.raises(TypeError, match="row_norm_forward: normalized_ndim: expected an int, got str"):
+        _core.row_norm_forward(L, "1", 1e-5, 0.0, 1.0, X, None, None, None, None, y, None, None, None)
+    with pytest.raises(TypeError, match="row_norm_forward: normalized_ndim: expected an int, got bool"):
+        _core.row_norm_forward(L, True, 1e-5, 0.0, 1.0, X, None, None, None, None, y, None, None, None)
+    with pytest.raises(TypeError, match="row_norm_forward: eps: expected a float, got NoneType"):
+        _core.row_norm_forward(L, 1, None, 0.0, 1.0, X, None, None, None, None, y, None, None, None)
+    with pytest.raises(TypeError, match="row_norm_forward: stream: expected an int"):
+        _core.row_norm_forward(L, 1, 1e-5, 0.0, 1.0, X, None, None, None, None, y, None, None, None,
+                               "s")
+    with pytest.raises(TypeError, match="dyt_forward: channels_last: expected a bool, got int"):
+        _core.dyt_forward(X, np.ones(1, F32), None, None, y, 1)
+    with pytest.raises(TypeError, match="got an unexpected keyword|takes no keyword arguments"):
+        _core.ada_norm_forward(normalized_ndim=1)
+    # NumPy scalars convert as Python numbers do; the core still validates the values.
+    _core.row_norm_forward(L, np.int64(1), np.float32(1e-5), 0.0, 1.0, X, None, None, None, None,
+                           y, None, None, None, 0)
+    np.testing.assert_allclose(y, nk.layer_norm(X, eps=1e-5), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="normalized_shape: expected 1..2 trailing dims"):
+        _core.row_norm_forward(L, 9, 1e-5, 0.0, 1.0, X, None, None, None, None, y, None, None, None)

@@ -11,59 +11,70 @@ using normkit::py_interop::to_view;
 
 namespace {
 
-void dyt_forward(py::handle x, py::handle alpha, py::handle weight, py::handle bias, py::handle y,
-                 bool channels_last, uintptr_t stream) {
-  ArrayRef ax, aa, aw, ab, ay;
-  to_view(x, "x", stream, ax);
-  to_view(alpha, "alpha", stream, aa);
-  to_view(weight, "weight", stream, aw);
-  to_view(bias, "bias", stream, ab);
-  to_view(y, "out", stream, ay, true);
-  normkit::DytForwardArgs a;
-  a.channels_last = channels_last;
-  a.x = ptr(ax);
-  a.alpha = ptr(aa);
-  a.weight = ptr(aw);
-  a.bias = ptr(ab);
-  a.y = ptr(ay);
-  py::gil_scoped_release nogil;
-  normkit::dyt_forward(a, reinterpret_cast<normkit::Stream>(stream));
+using normkit::py_interop::FastArgs;
+using normkit::py_interop::fast_call;
+
+PyObject* dyt_forward(PyObject*, PyObject* const* args, Py_ssize_t n) {
+  return fast_call([&] {
+    static constexpr const char* kNames[] = {"x", "alpha", "weight", "bias", "y", "channels_last",
+        "stream"};
+    const FastArgs p("dyt_forward", kNames, 6, args, n);
+    const uintptr_t stream = p.stream(6);
+    ArrayRef ax, aa, aw, ab, ay;
+    p.view(0, stream, ax);
+    p.view(1, stream, aa);
+    p.view(2, stream, aw);
+    p.view(3, stream, ab);
+    p.view(4, stream, ay, true, "out");
+    normkit::DytForwardArgs a;
+    a.channels_last = p.flag(5);
+    a.x = ptr(ax);
+    a.alpha = ptr(aa);
+    a.weight = ptr(aw);
+    a.bias = ptr(ab);
+    a.y = ptr(ay);
+    py::gil_scoped_release nogil;
+    normkit::dyt_forward(a, reinterpret_cast<normkit::Stream>(stream));
+  });
 }
 
-void dyt_backward(py::handle dy, py::handle x, py::handle alpha, py::handle weight, py::handle dx,
-                  py::handle dalpha, py::handle dweight, py::handle dbias, bool channels_last,
-                  uintptr_t stream) {
-  ArrayRef ady, ax, aa, aw, adx, ada, adw, adb;
-  to_view(dy, "dy", stream, ady);
-  to_view(x, "x", stream, ax);
-  to_view(alpha, "alpha", stream, aa);
-  to_view(weight, "weight", stream, aw);
-  to_view(dx, "dx", stream, adx, true);
-  to_view(dalpha, "dalpha", stream, ada, true);
-  to_view(dweight, "dweight", stream, adw, true);
-  to_view(dbias, "dbias", stream, adb, true);
-  normkit::DytBackwardArgs a;
-  a.channels_last = channels_last;
-  a.dy = ptr(ady);
-  a.x = ptr(ax);
-  a.alpha = ptr(aa);
-  a.weight = ptr(aw);
-  a.dx = ptr(adx);
-  a.dalpha = ptr(ada);
-  a.dweight = ptr(adw);
-  a.dbias = ptr(adb);
-  py::gil_scoped_release nogil;
-  normkit::dyt_backward(a, reinterpret_cast<normkit::Stream>(stream));
+PyObject* dyt_backward(PyObject*, PyObject* const* args, Py_ssize_t n) {
+  return fast_call([&] {
+    static constexpr const char* kNames[] = {"dy", "x", "alpha", "weight", "dx", "dalpha",
+        "dweight", "dbias", "channels_last", "stream"};
+    const FastArgs p("dyt_backward", kNames, 9, args, n);
+    const uintptr_t stream = p.stream(9);
+    ArrayRef ady, ax, aa, aw, adx, ada, adw, adb;
+    p.view(0, stream, ady);
+    p.view(1, stream, ax);
+    p.view(2, stream, aa);
+    p.view(3, stream, aw);
+    p.view(4, stream, adx, true);
+    p.view(5, stream, ada, true);
+    p.view(6, stream, adw, true);
+    p.view(7, stream, adb, true);
+    normkit::DytBackwardArgs a;
+    a.channels_last = p.flag(8);
+    a.dy = ptr(ady);
+    a.x = ptr(ax);
+    a.alpha = ptr(aa);
+    a.weight = ptr(aw);
+    a.dx = ptr(adx);
+    a.dalpha = ptr(ada);
+    a.dweight = ptr(adw);
+    a.dbias = ptr(adb);
+    py::gil_scoped_release nogil;
+    normkit::dyt_backward(a, reinterpret_cast<normkit::Stream>(stream));
+  });
 }
 
 }  // namespace
 
 NK_PY_BINDINGS(bind_dyt) {
-  m.def("dyt_forward", &dyt_forward, py::arg("x"), py::arg("alpha"), py::arg("weight").none(true),
-        py::arg("bias").none(true), py::arg("y"), py::arg("channels_last") = true,
-        py::arg("stream") = 0);
-  m.def("dyt_backward", &dyt_backward, py::arg("dy"), py::arg("x"), py::arg("alpha"),
-        py::arg("weight").none(true), py::arg("dx"), py::arg("dalpha").none(true),
-        py::arg("dweight").none(true), py::arg("dbias").none(true),
-        py::arg("channels_last") = true, py::arg("stream") = 0);
+  using normkit::py_interop::def_fast;
+  def_fast(m, "dyt_forward", &dyt_forward,
+           "dyt_forward(x, alpha, weight, bias, y, channels_last, stream=0)");
+  def_fast(m, "dyt_backward", &dyt_backward,
+           "dyt_backward(dy, x, alpha, weight, dx, dalpha, dweight, dbias, channels_last, "
+           "stream=0)");
 }

@@ -328,6 +328,123 @@ py::object empty_stat(py::handle x, int nd) {
   return empty_via_producer(x, t.ndim - nd, t.shape, DLDataType{kDLFloat, uint8_t(f64 ? 64 : 32), 1});
 }
 
+// ---------------------------------------------------------------------------------------
+// Fast entry points (Note [Fast entry points] in interop.hpp)
+// ---------------------------------------------------------------------------------------
+
+FastArgs::FastArgs(const char* fn, const char* const* names, int count, int required,
+                   PyObject* const* args, Py_ssize_t n)
+    : fn_(fn), names_(names), count_(count), args_(args), n_(n) {
+  if (n < required || n > count_) {
+    std::string sig;
+    for (int i = 0; i < count_; ++i) sig += std::string(i ? ", " : "") + names_[i];
+    throw Error(ErrorKind::Type, std::string(fn) + "(" + sig + "): expected " +
+                                     std::to_string(required) +
+                                     (required == count_ ? "" : " to " + std::to_string(count_)) +
+                                     " positional arguments, got " + std::to_string(n));
+  }
+}
+
+void FastArgs::fail(int i, const char* expected) const {
+  PyObject* o = i < n_ ? args_[i] : Py_None;
+  throw Error(ErrorKind::Type, std::string(fn_) + ": " + names_[i] + ": expected " + expected +
+                                   ", got " + Py_TYPE(o)->tp_name);
+}
+
+// Python floats, ints and anything with __float__ (NumPy scalars), as pybind11's caster.
+double FastArgs::f64(int i) const {
+  PyObject* o = i < n_ ? args_[i] : Py_None;
+  if (PyFloat_CheckExact(o)) return PyFloat_AS_DOUBLE(o);
+  if (o == Py_None || PyUnicode_Check(o) || PyBytes_Check(o)) fail(i, "a float");
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    fail(i, "a float");
+  }
+  return v;
+}
+
+// Python ints and anything with __index__ (NumPy integers); not bool.
+int FastArgs::i32(int i) const {
+  PyObject* o = i < n_ ? args_[i] : Py_None;
+  if (PyBool_Check(o)) fail(i, "an int");
+  py::object index;
+  if (!PyLong_Check(o)) {
+    index = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+    if (!index) {
+      PyErr_Clear();
+      fail(i, "an int");
+    }
+    o = index.ptr();
+  }
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+  if (overflow != 0 || v < INT32_MIN || v > INT32_MAX) fail(i, "an int in the range of int32");
+  return int(v);
+}
+
+bool FastArgs::flag(int i) const {
+  PyObject* o = i < n_ ? args_[i] : Py_None;
+  if (o == Py_True) return true;
+  if (o == Py_False) return false;
+  fail(i, "a bool");
+}
+
+uintptr_t FastArgs::stream(int i) const {
+  if (i >= n_) return 0;
+  PyObject* o = args_[i];
+  if (!PyLong_Check(o) || PyBool_Check(o)) fail(i, "an int (a CUDA stream handle, 0 on the CPU)");
+  const unsigned long long v = PyLong_AsUnsignedLongLong(o);
+  if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    fail(i, "an int >= 0 (a CUDA stream handle)");
+  }
+  return uintptr_t(v);
+}
+
+void FastArgs::view(int i, uintptr_t stream, ArrayRef& out, bool output, const char* name) const {
+  to_view(obj(i), name ? name : names_[i], stream, out, output);
+}
+
+int FastArgs::member(int i, const py::handle* members, int count, const char* type_name) const {
+  PyObject* o = i < n_ ? args_[i] : Py_None;
+  for (int k = 0; k < count; ++k)
+    if (members[k].ptr() == o) return k;
+  fail(i, type_name);
+}
+
+void set_python_error(std::exception_ptr p) {
+  try {
+    std::rethrow_exception(p);
+  } catch (const Error& e) {
+    switch (e.kind()) {
+      case ErrorKind::Type: PyErr_SetString(PyExc_TypeError, e.what()); return;
+      case ErrorKind::Value: PyErr_SetString(PyExc_ValueError, e.what()); return;
+      case ErrorKind::Runtime: PyErr_SetString(PyExc_RuntimeError, e.what()); return;
+    }
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const py::builtin_exception& e) {
+    e.set_error();
+  } catch (const std::bad_alloc&) {
+    PyErr_NoMemory();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  } catch (...) {
+    PyErr_SetString(PyExc_RuntimeError, "normkit: unknown C++ exception");
+  }
+}
+
+void def_fast(py::module_& m, const char* name, FastFn fn, const char* doc) {
+  // The method table entry lives as long as the function object (the process).
+  auto* def = new PyMethodDef{name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn)),
+                              METH_FASTCALL, doc};
+  py::object f = py::reinterpret_steal<py::object>(PyCFunction_NewEx(def, nullptr, m.attr("__name__").ptr()));
+  if (!f) throw py::error_already_set();
+  m.add_object(name, f);
+}
+
 namespace {
 std::vector<BindFn>& binders() {
   static std::vector<BindFn> v;

@@ -38,12 +38,8 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
-    } catch (const normkit::Error& e) {
-      switch (e.kind()) {
-        case normkit::ErrorKind::Type: PyErr_SetString(PyExc_TypeError, e.what()); return;
-        case normkit::ErrorKind::Value: PyErr_SetString(PyExc_ValueError, e.what()); return;
-        case normkit::ErrorKind::Runtime: PyErr_SetString(PyExc_RuntimeError, e.what()); return;
-      }
+    } catch (const normkit::Error&) {
+      normkit::py_interop::set_python_error(std::current_exception());
     }
   });
 
