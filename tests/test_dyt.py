@@ -172,23 +172,6 @@ def test_saturation_and_special_values(nk, lib):
 FD_CASES = [((3, 5), True), ((2, 3, 4), False), ((2, 2, 3, 2), False)]
 
 
-@pytest.mark.any_isa
-@pytest.mark.parametrize("shape,channels_last", FD_CASES)
-def test_reference_backward_matches_finite_differences(shape, channels_last):
-    case, _ = _make(shape, "float64", channels_last, False, 9)
-    dy = case["dy"]
-
-    def loss(x, alpha, weight, bias):
-        return float(np.sum(dy * R.dyt_forward(x, alpha, weight, bias, channels_last)))
-
-    arrays = {k: case[k] for k in ("x", "alpha", "weight", "bias")}
-    dx, da, dw, db = R.dyt_backward(dy, case["x"], case["alpha"], case["weight"], True,
-                                    channels_last)
-    for name, got in (("x", dx), ("alpha", da), ("weight", dw), ("bias", db)):
-        np.testing.assert_allclose(got, R.numerical_grad(loss, arrays, name), rtol=1e-7,
-                                   atol=1e-8, err_msg=name)
-
-
 @pytest.mark.parametrize("shape,channels_last", FD_CASES)
 def test_kernel_backward_matches_finite_differences(nk, lib, shape, channels_last):
     case, _ = _make(shape, "float64", channels_last, False, 21)
@@ -294,33 +277,15 @@ def test_torch_module_matches_the_papers_and_loads_its_state_dict(channels_last)
 
 
 @pytest.mark.any_isa
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_torch_gradcheck(channels_last):
-    torch = _torch()
-    import normkit.torch as nkt
-
-    torch.manual_seed(1)
-    shape = (3, 5) if channels_last else (2, 3, 4)
-    c = shape[-1] if channels_last else shape[1]
-    args = [torch.randn(shape, dtype=torch.float64, requires_grad=True),
-            torch.tensor([0.7], dtype=torch.float64, requires_grad=True),
-            torch.randn(c, dtype=torch.float64, requires_grad=True),
-            torch.randn(c, dtype=torch.float64, requires_grad=True)]
-    assert torch.autograd.gradcheck(lambda *a: nkt.dyt(*a, channels_last=channels_last), args)
-
-
-@pytest.mark.any_isa
-def test_torch_opcheck():
+def test_torch_opcheck_channels_last_memory():
+    # Every op's opcheck over its variants is in test_ops.py; here DyT's stride-preserving
+    # output on channels_last memory (the fake implementation must give the same strides).
     torch = _torch()
 
-    x = torch.randn(4, 8, requires_grad=True)
     a = torch.tensor([0.5], requires_grad=True)
     w = torch.randn(8, requires_grad=True)
-    b = torch.randn(8, requires_grad=True)
-    torch.library.opcheck(torch.ops.normkit.dyt_fwd.default, (x, a, w, b, True))
-    torch.library.opcheck(torch.ops.normkit.dyt_fwd.default, (x, a, None, None, True))
     xc = torch.randn(2, 8, 3, 3).to(memory_format=torch.channels_last).requires_grad_(True)
-    torch.library.opcheck(torch.ops.normkit.dyt_fwd.default, (xc, a, w, b, False))
+    torch.library.opcheck(torch.ops.normkit.dyt_fwd.default, (xc, a, w, w, False))
 
 
 @pytest.mark.any_isa

@@ -98,7 +98,7 @@ DYT_BWD = Op(
     "dyt_bwd",
     inputs=[Tensor("dy", prep=_dy_like_x), Tensor("x", prep=_dyt_layout),
             Tensor("alpha", contiguous=True), OptionalTensor("weight", contiguous=True),
-            OptionalTensor("bias"), Bool("channels_last"), Bool("need_dalpha"),
+            OptionalTensor("bias", shape_only=True), Bool("channels_last"), Bool("need_dalpha"),
             Bool("need_dweight"), Bool("need_dbias")],
     outputs=[Out("dx", Like("x", strides="preserve"), grad_of="x"),
              Out("dalpha", Like("alpha"), grad_of="alpha"),

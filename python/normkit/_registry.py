@@ -78,14 +78,15 @@ class DeclarationError(TypeError):
 
 
 class Input:
-    __slots__ = ("name", "kind", "differentiable", "rows", "contiguous", "prep")
+    __slots__ = ("name", "kind", "differentiable", "rows", "contiguous", "prep", "shape_only")
 
     def __init__(self, name: str, kind: str, differentiable: bool = False,
                  rows: Union[str, int, None] = None, contiguous: bool = False,
-                 prep: Optional[Callable] = None):
+                 prep: Optional[Callable] = None, shape_only: bool = False):
         self.name, self.kind = name, kind
         self.differentiable, self.rows, self.contiguous, self.prep = (
             differentiable, rows, contiguous, prep)
+        self.shape_only = shape_only
 
     @property
     def is_tensor(self) -> bool:
@@ -103,9 +104,11 @@ def Tensor(name: str, *, differentiable: bool = False, rows: Union[str, int, Non
 
 def OptionalTensor(name: str, *, differentiable: bool = False,
                    rows: Union[str, int, None] = None, contiguous: bool = False,
-                   prep: Optional[Callable] = None) -> Input:
-    """A tensor input that may be ``None`` (``Tensor?`` in the schema)."""
-    return Input(name, OPTIONAL_TENSOR, differentiable, rows, contiguous, prep)
+                   prep: Optional[Callable] = None, shape_only: bool = False) -> Input:
+    """A tensor input that may be ``None`` (``Tensor?`` in the schema). ``shape_only=True``:
+    the kernel reads its presence, shape and dtype, never its data (a backward's ``bias``,
+    the template of ``dbias``): :meth:`Op.traffic` counts no bytes read for it."""
+    return Input(name, OPTIONAL_TENSOR, differentiable, rows, contiguous, prep, shape_only)
 
 
 def Float(name: str) -> Input:
@@ -296,6 +299,8 @@ class Op:
         for k in self.differentiable_inputs:
             if not self.inputs[k].is_tensor:
                 self._fail(f"input {self.input_names[k]!r}: only tensors are differentiable")
+            if self.inputs[k].shape_only:
+                self._fail(f"input {self.input_names[k]!r}: a shape_only input is not differentiable")
         if backward is not None:
             self._wire_backward()
         elif self.same_grad:
@@ -404,6 +409,59 @@ class Op:
         #: ``want`` of a call that records no autograd graph (backward_only outputs skipped).
         self.no_grad_want = tuple(None if o.backward_only else True for o in self.outputs)
         self.all_want = (True,) * len(self.outputs)
+
+    def traffic(self, nbytes, stat_bytes: int = 0, *, training: bool = False,
+                flags=None) -> int:
+        """The bytes one call must move at least, from the declaration: every present tensor
+        input read once (``shape_only`` ones not at all) and every output it computes written
+        once. ``nbytes`` maps each present tensor input to its size in bytes (absent ones
+        are left out); ``stat_bytes`` is the size of one :class:`Stat` output; ``training``
+        counts the ``backward_only`` outputs too; ``flags`` gives the bool inputs (an output
+        with a false ``need_<name>`` is not computed). The benchmark's %-of-roof figures
+        divide these counts by the time (normkit.bench.cases.bytes_moved)."""
+        flags = flags or {}
+        total = sum(nbytes[i.name] for i in self.inputs
+                    if i.is_tensor and not i.shape_only and i.name in nbytes)
+        for o, (kind, src, _, flag) in zip(self.outputs, self.alloc_plan):
+            of = self.input_names[src]
+            if (of not in nbytes or (o.backward_only and not training)
+                    or (flag is not None and not flags.get(self.input_names[flag], False))):
+                continue
+            total += stat_bytes if kind is ALLOC_STAT else nbytes[of]
+        return total
+
+    def training_traffic(self, nbytes, stat_bytes: int = 0, scalars=None,
+                         grads: Optional[Sequence[str]] = None) -> int:
+        """A forward op's training forward plus its backward, in bytes (:meth:`traffic` of
+        each): the backward reads the incoming gradients of the outputs in ``grads`` (default:
+        the first output only) and what the forward saved, and writes the gradients of the
+        present differentiable inputs, less those a :class:`SameGrad` shortcut aliases
+        (``scalars`` gives the scalar inputs its condition reads)."""
+        if self.backward is None:
+            self._fail("training_traffic() needs a backward")
+        scalars = scalars or {}
+        grads = (self.output_names[0],) if grads is None else tuple(grads)
+        out_bytes = {}
+        for o, (kind, src, _, _) in zip(self.outputs, self.alloc_plan):
+            if self.input_names[src] in nbytes:
+                out_bytes[o.name] = stat_bytes if kind is ALLOC_STAT else nbytes[self.input_names[src]]
+        aliased = {t for t, _, when, args in self.aliases
+                   if when(*(scalars[self.input_names[k]] for k in args))}
+        bsizes, flags = {}, {}
+        for inp, (source, k, extra) in zip(self.backward.inputs, self.backward_plan):
+            if source is FROM_GRAD:
+                if self.output_names[k] in grads and self.output_names[k] in out_bytes:
+                    bsizes[inp.name] = out_bytes[self.output_names[k]]
+            elif source is FROM_NEED:
+                flags[inp.name] = self.input_names[k] in nbytes and k not in aliased
+            elif source is FROM_SAVED:
+                where, j = self.saved[k]
+                name = self.input_names[j] if where == "in" else self.output_names[j]
+                size = nbytes.get(name) if where == "in" else out_bytes.get(name)
+                if size is not None:
+                    bsizes[inp.name] = size
+        return (self.traffic(nbytes, stat_bytes, training=True)
+                + self.backward.traffic(bsizes, stat_bytes, training=True, flags=flags))
 
     def want(self, **by_name) -> tuple:
         """:attr:`no_grad_want` with some outputs overridden by name (``None``: skip)."""

@@ -46,6 +46,11 @@ def _param(name, **kw):
     return OptionalTensor(name, contiguous=True, **kw)
 
 
+def _shape(name):
+    """A backward's template for a gradient's shape and dtype (``dbias`` like ``bias``)."""
+    return OptionalTensor(name, shape_only=True)
+
+
 def _stat(name, of="x"):
     return Out(name, Stat(of, ND), differentiable=False, backward_only=True)
 
@@ -69,7 +74,7 @@ def _grads(of, *, residual):
 LAYER_NORM_BWD = Op(
     "layer_norm_bwd",
     inputs=[_rows("dy"), _rows("x"), Tensor("mean", contiguous=True),
-            Tensor("rstd", contiguous=True), _param("weight"), OptionalTensor("bias"), Int(ND),
+            Tensor("rstd", contiguous=True), _param("weight"), _shape("bias"), Int(ND),
             Bool("need_dweight"), Bool("need_dbias")],
     outputs=_grads("x", residual=False),
     kernel=lambda dy, x, mean, rstd, weight, bias, normalized_ndim, need_dweight, need_dbias,
@@ -97,7 +102,7 @@ LAYER_NORM = Op(
 RMS_NORM_BWD = Op(
     "rms_norm_bwd",
     inputs=[_rows("dy"), _rows("x"), Tensor("rrms", contiguous=True), _param("weight"),
-            OptionalTensor("bias"), Float("weight_offset"), Int(ND), Bool("need_dweight"),
+            _shape("bias"), Float("weight_offset"), Int(ND), Bool("need_dweight"),
             Bool("need_dbias")],
     outputs=_grads("x", residual=False),
     kernel=lambda dy, x, rrms, weight, bias, weight_offset, normalized_ndim, need_dweight,
@@ -133,7 +138,7 @@ ADD_LAYER_NORM_BWD = Op(
     "add_layer_norm_bwd",
     inputs=[_rows("dy"), OptionalTensor("ds", rows=ND), _rows("s"),
             Tensor("mean", contiguous=True), Tensor("rstd", contiguous=True), _param("weight"),
-            OptionalTensor("bias"), OptionalTensor("x_bias"), Float("residual_scale"), Int(ND),
+            _shape("bias"), _shape("x_bias"), Float("residual_scale"), Int(ND),
             *_ADD_BWD_FLAGS],
     outputs=_grads("s", residual=True),
     kernel=lambda dy, ds, s, mean, rstd, weight, bias, x_bias, residual_scale, normalized_ndim,
@@ -162,8 +167,8 @@ ADD_LAYER_NORM = Op(
 ADD_RMS_NORM_BWD = Op(
     "add_rms_norm_bwd",
     inputs=[_rows("dy"), OptionalTensor("ds", rows=ND), _rows("s"),
-            Tensor("rrms", contiguous=True), _param("weight"), OptionalTensor("bias"),
-            OptionalTensor("x_bias"), Float("weight_offset"), Float("residual_scale"), Int(ND),
+            Tensor("rrms", contiguous=True), _param("weight"), _shape("bias"),
+            _shape("x_bias"), Float("weight_offset"), Float("residual_scale"), Int(ND),
             *_ADD_BWD_FLAGS],
     outputs=_grads("s", residual=True),
     kernel=lambda dy, ds, s, rrms, weight, bias, x_bias, weight_offset, residual_scale,

@@ -57,11 +57,24 @@ def itemsize(dtype: str) -> int:
     return {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}[dtype]
 
 
+def declaration(op: str):
+    """The forward op declaration (normkit._registry) each benchmarked op runs."""
+    from .. import _ada_norm, _dyt, _row_norm_ops
+
+    return {
+        "layer_norm": _row_norm_ops.LAYER_NORM, "rms_norm": _row_norm_ops.RMS_NORM,
+        "add_layer_norm": _row_norm_ops.ADD_LAYER_NORM,
+        "add_rms_norm": _row_norm_ops.ADD_RMS_NORM, "dyt": _dyt.DYT, "ada_norm": _ada_norm.ADA_NORM,
+    }[op]
+
+
 def bytes_moved(case: Case) -> int:
-    """The bytes the op must move at least: every input read once, every output written once.
+    """The bytes the op must move at least, counted from its declaration (``Op.traffic``,
+    ``Op.training_traffic`` in normkit._registry): every input read once, every output
+    written once.
 
     With ``A = N*H*itemsize`` (one activation-sized array), ``P = H*itemsize`` (one
-    parameter vector) and ``S = N*4`` (one per-row float32 statistic):
+    parameter vector) and ``S = N*4`` (one per-row float32 statistic) this gives:
 
     ==================  =========================================  ==========================
     op                  fwd                                        fwd+bwd
@@ -71,43 +84,37 @@ def bytes_moved(case: Case) -> int:
                                                                    read, dx, dgamma, dbeta
                                                                    written: 5A + 4S + 5P
     rms_norm            x, y; gamma: 2A + P                        5A + 2S + 3P
-    add_layer_norm      x, r, y, s; gamma, beta: 4A + 2P           fwd + dy, s read, dx,
-                                                                   dresidual written:
-                                                                   8A + 4S + 5P
-    add_rms_norm        4A + P                                     8A + 2S + 3P
-    dyt                 x, y; alpha, gamma, beta: 2A + 2P          fwd (y written, nothing
-                                                                   saved) + dy, x, gamma read,
-                                                                   dx, dalpha, dgamma, dbeta
-                                                                   written: 5A + 5P
+    add_layer_norm      x, r, y, s; gamma, beta: 4A + 2P           fwd + dy, s read, dx
+                                                                   written: 7A + 4S + 5P
+    add_rms_norm        4A + P                                     7A + 2S + 3P
+    dyt                 x, y; alpha, gamma, beta: 2A + 2P + e      fwd (y written, nothing
+                                                                   saved) + dy, x, alpha,
+                                                                   gamma read, dx, dalpha,
+                                                                   dgamma, dbeta written:
+                                                                   5A + 5P + 3e
     ada_norm            x, y: 2A                                   fwd (+ mean, rstd written)
                                                                    + dy, x, mean, rstd read,
                                                                    dx written: 5A + 4S
     ==================  =========================================  ==========================
 
-    ``dresidual`` is counted as its own write although with residual_scale = 1 it equals
-    ``dx`` (torch's autograd hands the same tensor to both); this only moves the %-of-roof
-    figures, never a ratio between libraries, which all use this same count.
+    (``e``: one element, DyT's alpha.) ``dresidual`` is not counted: with residual_scale = 1
+    it *is* ``dx`` (the declaration's SameGrad: no second array is written).
     """
     n, h = case.shape
     e = itemsize(case.dtype)
-    a = n * h * e
-    p = h * e
-    s = n * STAT_BYTES
-    table = {
-        ("layer_norm", "fwd"): 2 * a + 2 * p,
-        ("layer_norm", "fwd+bwd"): 5 * a + 4 * s + 5 * p,
-        ("rms_norm", "fwd"): 2 * a + p,
-        ("rms_norm", "fwd+bwd"): 5 * a + 2 * s + 3 * p,
-        ("add_layer_norm", "fwd"): 4 * a + 2 * p,
-        ("add_layer_norm", "fwd+bwd"): 8 * a + 4 * s + 5 * p,
-        ("add_rms_norm", "fwd"): 4 * a + p,
-        ("add_rms_norm", "fwd+bwd"): 8 * a + 2 * s + 3 * p,
-        ("dyt", "fwd"): 2 * a + 2 * p,
-        ("dyt", "fwd+bwd"): 5 * a + 5 * p,
-        ("ada_norm", "fwd"): 2 * a,
-        ("ada_norm", "fwd+bwd"): 5 * a + 4 * s,
-    }
-    return table[(case.op, case.pass_)]
+    sizes = {"x": n * h * e}
+    if has_residual(case.op):
+        sizes["residual"] = n * h * e
+    if case.op != "ada_norm":
+        sizes["weight"] = h * e
+    if has_bias(case.op):
+        sizes["bias"] = h * e
+    if case.op == "dyt":
+        sizes["alpha"] = e
+    decl = declaration(case.op)
+    if case.pass_ == "fwd":
+        return decl.traffic(sizes, n * STAT_BYTES)
+    return decl.training_traffic(sizes, n * STAT_BYTES, scalars={"residual_scale": 1.0})
 
 
 def has_bias(op: str) -> bool:

@@ -1,0 +1,246 @@
+"""One test definition per op: an :class:`OpSpec` for every forward op normkit declares.
+
+A spec names the op's declaration (``normkit._registry.Op``: its inputs, outputs, backward
+and torch custom op come from there) and gives what the declaration cannot know: how to make
+inputs, the float64 reference forward and backward (``reference.py``, written from SPEC), and
+the sample configurations that between them use every feature of the op. ``test_ops.py``
+drives every spec through the same checks:
+
+- the reference backward against central finite differences of the reference forward;
+- normkit's torch path (custom op, autograd formula, our kernels) against the reference,
+  forward and gradients, in float64 and float32;
+- ``torch.autograd.gradcheck`` and ``torch.library.opcheck`` of the custom op;
+- the generated ``Op.run`` against the plan interpreter ``Op.run_plans``;
+- determinism: 1 and 2 threads and a second run give the same bits, and a row's outputs
+  do not depend on the other rows of the batch;
+- the benchmark's byte counts (``normkit.bench.cases.bytes_moved``, from the declaration)
+  against the count written here.
+
+``test_every_declared_op_has_a_spec`` fails when an op is registered without a spec, so a
+new op gets all of the above by adding its entry below. What stays in the family test files
+is what is particular to a family (layouts, in place, ``out=``, NaN-padded buffers, odd row
+lengths on every ISA and on the CUDA backend, large means, module surfaces).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+import reference as R
+
+
+@dataclass
+class Sample:
+    label: str
+    args: dict  # the forward declaration's inputs by name: float64 arrays (or None), scalars
+    grads: dict  # the incoming gradient of each differentiable output used, float64
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str  # normkit's function name
+    decl: str  # "module:NAME" of the forward declaration in the normkit package
+    # (shape, dtype, seed, variant) -> Sample, or None where the variant does not fit the
+    # shape (two normalized dims of a 1-D input)
+    make: Callable[[tuple, str, int, object], Optional[Sample]]
+    variants: Tuple  # configurations that together use every feature
+    fd_shapes: Tuple[tuple, ...]  # small shapes (finite differences, gradcheck)
+    big_shape: tuple  # enough rows and work to split over threads and row blocks
+    reference: Callable[[dict], dict]  # args -> {output name: float64}
+    reference_grads: Callable[[dict, dict], dict]  # (args, grads) -> {input name: gradient}
+    # The function of the inputs whose finite differences the backward equals, given the base
+    # point's args (default: the forward itself). AdaNorm's backward holds φ = scale·(1 − k·ŷ)
+    # constant (SPEC §8), so its gradient is not the forward's.
+    fd_forward: Optional[Callable[[dict, dict], dict]] = None
+    exact_gradient: bool = True  # False: gradcheck against the forward does not apply
+    # Bytes moved, closed form (A activation, P parameter, S statistic, e one element).
+    traffic: Dict[str, Callable[[int, int, int, int], int]] = field(default_factory=dict)
+
+    def declaration(self):
+        import importlib
+
+        mod, attr = self.decl.split(":")
+        return getattr(importlib.import_module(f"normkit.{mod}"), attr)
+
+    def __str__(self):
+        return self.name
+
+
+# ---------------------------------------------------------------------------------------------
+# The row norms (SPEC §1–3): reference.py's RowOp machinery
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_make(op_name: str):
+    def make(shape, dtype, seed, variant):
+        cfg, nd = variant
+        if nd > len(shape):
+            return None
+        op = R.OPS[op_name]
+        c = R.make_case(op, shape, nd, dtype, cfg, seed=seed)
+        args = {"x": c["x"], "weight": c["weight"], "bias": c["bias"], "eps": c["eps"],
+                "normalized_ndim": nd}
+        if op.kind == "rms":
+            args["weight_offset"] = c["weight_offset"]
+        if op.fused:
+            args.update(residual=c["residual"], residual_scale=c["residual_scale"],
+                        x_bias=c["x_bias"])
+        grads = {"y": c["dy"]}
+        if op.fused and c["ds"] is not None:
+            grads["s"] = c["ds"]
+        return Sample(f"{cfg.label()}-nd{nd}", args, grads)
+
+    return make
+
+
+def _row_case(op, args: dict, grads: dict) -> dict:
+    """reference.py's case dict of a sample."""
+    return {
+        "x": args["x"], "weight": args["weight"], "bias": args["bias"], "eps": args["eps"],
+        "nd": args["normalized_ndim"], "weight_offset": args.get("weight_offset", 0.0),
+        "residual": args.get("residual"), "residual_scale": args.get("residual_scale", 1.0),
+        "x_bias": args.get("x_bias"), "dy": grads.get("y"), "ds": grads.get("s"),
+    }
+
+
+def _row_reference(op_name: str):
+    def ref(args):
+        op = R.OPS[op_name]
+        return R.reference_forward(op, _row_case(op, args, {}), "float64")
+
+    return ref
+
+
+def _row_reference_grads(op_name: str):
+    def ref(args, grads):
+        op = R.OPS[op_name]
+        case = _row_case(op, args, grads)
+        fw = R.reference_forward(op, case, "float64")
+        rb = R.reference_backward(op, case, fw["s"] if op.fused else case["x"], fw)
+        return {inp: rb[g] for inp, g in R.grad_inputs(op, case)}
+
+    return ref
+
+
+def _row_variants(op_name: str):
+    return tuple((cfg, nd) for nd in (1, 2)
+                 for cfg in R.config_variants(R.OPS[op_name], "float64"))
+
+
+def _row_spec(name: str, decl: str, traffic) -> OpSpec:
+    return OpSpec(name, decl, _row_make(name), _row_variants(name), ((3, 5), (2, 2, 3)),
+                  (131, 1000), _row_reference(name), _row_reference_grads(name),
+                  traffic=traffic)
+
+
+# ---------------------------------------------------------------------------------------------
+# DyT (SPEC §6)
+# ---------------------------------------------------------------------------------------------
+
+
+def _dyt_make(shape, dtype, seed, variant):
+    channels_last, weight, bias = variant
+    rng = np.random.default_rng(seed)
+    c = shape[-1] if channels_last or len(shape) == 1 else shape[1]
+    args = {
+        "x": R.round_to(rng.normal(0.0, 1.5, shape), dtype),
+        "alpha": R.round_to(np.array([0.7]), dtype),
+        "weight": R.round_to(rng.normal(1.0, 0.5, (c,)), dtype) if weight else None,
+        "bias": R.round_to(rng.normal(0.0, 0.5, (c,)), dtype) if bias else None,
+        "channels_last": channels_last,
+    }
+    label = f"{'last' if channels_last else 'first'}-{'w' if weight else ''}{'b' if bias else ''}"
+    return Sample(label, args, {"y": R.round_to(rng.normal(0.0, 1.0, shape), dtype)})
+
+
+def _dyt_reference(args):
+    return {"y": R.dyt_forward(args["x"], args["alpha"], args["weight"], args["bias"],
+                               args["channels_last"])}
+
+
+def _dyt_reference_grads(args, grads):
+    dx, da, dw, db = R.dyt_backward(grads["y"], args["x"], args["alpha"], args["weight"],
+                                    args["bias"] is not None, args["channels_last"])
+    return {"x": dx, "alpha": da, "weight": dw, "bias": db}
+
+
+# ---------------------------------------------------------------------------------------------
+# AdaNorm (SPEC §8)
+# ---------------------------------------------------------------------------------------------
+
+
+def _ada_make(shape, dtype, seed, variant):
+    nd, k, scale, eps = variant
+    if nd > len(shape):
+        return None
+    rng = np.random.default_rng(seed)
+    args = {"x": R.round_to(0.25 + rng.standard_normal(shape), dtype), "k": k, "scale": scale,
+            "eps": eps, "normalized_ndim": nd}
+    return Sample(f"nd{nd}-k{k:g}-scale{scale:g}-eps{eps:g}", args,
+                  {"y": R.round_to(rng.standard_normal(shape), dtype)})
+
+
+def _ada_reference(args):
+    y, mean, rstd = R.ada_norm_forward(args["x"], args["k"], args["scale"], args["eps"],
+                                       args["normalized_ndim"])
+    return {"y": y, "mean": mean, "rstd": rstd}
+
+
+def _ada_reference_grads(args, grads):
+    return {"x": R.ada_norm_backward(grads["y"], args["x"], args["k"], args["scale"],
+                                     args["eps"], args["normalized_ndim"])}
+
+
+def _ada_fd_forward(args, base):
+    # y = φ₀·ŷ(x) with φ₀ = scale·(1 − k·ŷ) at the base point (the paper's gradient stop).
+    nd, eps = args["normalized_ndim"], args["eps"]
+    yh0 = R.ada_norm_forward(base["x"], 0.0, 1.0, eps, nd)[0]
+    phi0 = base["scale"] * (1.0 - base["k"] * yh0)
+    return {"y": phi0 * R.ada_norm_forward(args["x"], 0.0, 1.0, eps, nd)[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The specs
+# ---------------------------------------------------------------------------------------------
+
+SPECS: List[OpSpec] = [
+    _row_spec("layer_norm", "_row_norm_ops:LAYER_NORM",
+              {"fwd": lambda A, P, S, e: 2 * A + 2 * P,
+               "fwd+bwd": lambda A, P, S, e: 5 * A + 4 * S + 5 * P}),
+    _row_spec("rms_norm", "_row_norm_ops:RMS_NORM",
+              {"fwd": lambda A, P, S, e: 2 * A + P,
+               "fwd+bwd": lambda A, P, S, e: 5 * A + 2 * S + 3 * P}),
+    _row_spec("add_layer_norm", "_row_norm_ops:ADD_LAYER_NORM",
+              {"fwd": lambda A, P, S, e: 4 * A + 2 * P,
+               "fwd+bwd": lambda A, P, S, e: 7 * A + 4 * S + 5 * P}),
+    _row_spec("add_rms_norm", "_row_norm_ops:ADD_RMS_NORM",
+              {"fwd": lambda A, P, S, e: 4 * A + P,
+               "fwd+bwd": lambda A, P, S, e: 7 * A + 2 * S + 3 * P}),
+    OpSpec("dyt", "_dyt:DYT", _dyt_make,
+           ((True, True, True), (False, True, True), (True, False, False), (True, True, False),
+            (False, False, True)),
+           ((3, 5), (2, 3, 4), (2, 2, 3, 2)), (301, 1024), _dyt_reference, _dyt_reference_grads,
+           traffic={"fwd": lambda A, P, S, e: 2 * A + 2 * P + e,
+                    "fwd+bwd": lambda A, P, S, e: 5 * A + 5 * P + 3 * e}),
+    OpSpec("ada_norm", "_ada_norm:ADA_NORM", _ada_make,
+           ((1, 0.1, 2.0, 1e-5), (2, -0.3, 0.7, 1e-2), (1, 0.5, 3.0, 0.0)),
+           ((3, 5), (4, 2), (2, 3, 4)), (131, 1000), _ada_reference, _ada_reference_grads,
+           fd_forward=_ada_fd_forward, exact_gradient=False,
+           traffic={"fwd": lambda A, P, S, e: 2 * A,
+                    "fwd+bwd": lambda A, P, S, e: 5 * A + 4 * S}),
+]
+BY_NAME = {s.name: s for s in SPECS}
+
+
+def samples(spec: OpSpec, dtype: str = "float64", shapes=None):
+    """(label, Sample) for every variant × shape of the spec that fit together."""
+    out = []
+    for i, shape in enumerate(shapes or spec.fd_shapes):
+        for j, v in enumerate(spec.variants):
+            s = spec.make(shape, dtype, 1000 * i + j, v)
+            if s is not None:
+                out.append((f"{'x'.join(map(str, shape))}-{s.label}", s))
+    return out

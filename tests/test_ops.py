@@ -1,0 +1,305 @@
+"""Every op through the same checks, from its one test definition (tests/op_specs.py):
+finite differences of the reference, normkit's torch path (custom op, autograd formula, our
+kernels) against the reference in float64 and float32, gradcheck, opcheck, the generated
+Op.run against the plan interpreter, determinism (threads, run to run, batch invariance) and
+the benchmark's byte counts. The family files test what is particular to each family."""
+
+import numpy as np
+import pytest
+
+import op_specs as S
+import reference as R
+
+SPECS = S.SPECS
+
+
+def _cases(shapes=None, dtype="float64"):
+    out = []
+    for spec in SPECS:
+        for label, sample in S.samples(spec, dtype, shapes):
+            out.append(pytest.param(spec, sample, id=f"{spec.name}-{label}"))
+    return out
+
+
+FD_CASES = _cases()
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    import normkit.torch  # noqa: F401  (registers the custom ops)
+
+    return torch
+
+
+def _present_differentiable(decl, args):
+    return [decl.input_names[k] for k in decl.differentiable_inputs
+            if args[decl.input_names[k]] is not None]
+
+
+def _loss_of(outputs: dict, grads: dict) -> float:
+    return sum(float(np.sum(outputs[o] * g)) for o, g in grads.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference against itself
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("spec,sample", FD_CASES)
+def test_reference_grads_match_finite_differences(spec, sample):
+    decl = spec.declaration()
+    args, grads = sample.args, sample.grads
+    fwd = spec.fd_forward or (lambda a, base: spec.reference(a))
+    ref = spec.reference_grads(args, grads)
+    for name in decl.input_names:
+        if name in ref and args.get(name) is None:
+            assert ref[name] is None, f"a gradient for the absent {name}"
+    for name in _present_differentiable(decl, args):
+        fd = R.numerical_grad(lambda **over: _loss_of(fwd(dict(args, **over), args), grads),
+                              {name: args[name]}, name)
+        np.testing.assert_allclose(ref[name], fd, rtol=1e-6, atol=1e-7, err_msg=f"d{name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# normkit's torch path against the reference
+# ---------------------------------------------------------------------------------------------
+
+
+def _torch_args(torch, decl, args, dtype, grad):
+    out = []
+    for i in decl.inputs:
+        v = args[i.name]
+        if i.is_tensor and v is not None:
+            v = torch.from_numpy(np.ascontiguousarray(v)).to(getattr(torch, dtype))
+            if grad and i.differentiable:
+                v.requires_grad_(True)
+        out.append(v)
+    return out
+
+
+def _torch_op(decl):
+    """The registered op's eager entry point, returning a tuple of outputs always."""
+    import normkit.torch  # noqa: F401  (registers every op)
+    from normkit.torch import _registry
+
+    top = _registry._REGISTERED[decl.name]
+
+    def call(*args):
+        outs = top(*args)  # one output: the tensor itself
+        return outs if isinstance(outs, (tuple, list)) else (outs,)
+
+    return call
+
+
+def _f64(t):
+    return t.detach().to("cpu").double().numpy()
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("spec,sample", FD_CASES)
+def test_torch_path_matches_reference(spec, sample, dtype):
+    torch = _torch()
+    decl = spec.declaration()
+    args = {k: (R.round_to(v, dtype) if isinstance(v, np.ndarray) else v)
+            for k, v in sample.args.items()}
+    grads = {o: R.round_to(g, dtype) for o, g in sample.grads.items()}
+    ref = spec.reference(args)
+    ref_grads = spec.reference_grads(args, grads)
+    # Every output, statistics included: the custom op, no autograd.
+    with torch.no_grad():
+        outs = getattr(torch.ops.normkit, decl.name).default(
+            *_torch_args(torch, decl, args, dtype, False))
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    for name, o in zip(decl.output_names, outs):
+        R.assert_close(_f64(o), ref[name], dtype, name, scale=np.max(np.abs(ref[name])))
+    # The eager path with autograd: forward and the gradients of every present input.
+    targs = _torch_args(torch, decl, args, dtype, True)
+    outs = _torch_op(decl)(*targs)
+    by_name = dict(zip(decl.output_names, outs))
+    loss = sum((by_name[o] * torch.from_numpy(g).to(getattr(torch, dtype))).sum()
+               for o, g in grads.items())
+    names = _present_differentiable(decl, args)
+    got = torch.autograd.grad(loss, [targs[decl.input_names.index(n)] for n in names])
+    for name, g in zip(names, got):
+        r = ref_grads[name]
+        R.assert_close(_f64(g), r, dtype, f"d{name}", scale=np.max(np.abs(r)) * r.size ** 0.5)
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("spec,sample", [c for c in FD_CASES if c.values[0].exact_gradient])
+def test_gradcheck(spec, sample):
+    torch = _torch()
+    decl = spec.declaration()
+    targs = _torch_args(torch, decl, sample.args, "float64", True)
+    names = _present_differentiable(decl, sample.args)
+    where = [decl.input_names.index(n) for n in names]
+    top = _torch_op(decl)
+    diff_out = [k for k, o in enumerate(decl.outputs) if o.differentiable]
+
+    def f(*ts):
+        a = list(targs)
+        for k, t in zip(where, ts):
+            a[k] = t
+        outs = top(*a)
+        return tuple(outs[k] for k in diff_out)
+
+    assert torch.autograd.gradcheck(f, [targs[k] for k in where])
+
+
+# AdaNorm's gradient is stopped through scale·(1 − k·ŷ) (exact_gradient=False): gradcheck,
+# which differentiates the forward numerically, does not apply; its finite-difference check
+# above differentiates the stopped form instead.
+
+
+_OPCHECK_CASES = _cases(shapes=None)
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("spec,sample", [c for c in _OPCHECK_CASES
+                                         if c.values[1].args["x"].shape == c.values[0].fd_shapes[0]])
+def test_opcheck(spec, sample):
+    torch = _torch()
+    decl = spec.declaration()
+    targs = _torch_args(torch, decl, sample.args, "float32", True)
+    torch.library.opcheck(getattr(torch.ops.normkit, decl.name).default, tuple(targs))
+
+
+# ---------------------------------------------------------------------------------------------
+# The declaration's two runners agree
+# ---------------------------------------------------------------------------------------------
+
+
+def _numpy_args(decl, args, dtype="float32", strided=()):
+    out = []
+    for i in decl.inputs:
+        v = args.get(i.name)
+        if i.is_tensor and v is not None:
+            v = np.asarray(v, dtype=R.NP_DTYPES[dtype])
+            if i.name in strided:  # a view the preparation copies: every other element
+                w = np.empty(v.shape[:-1] + (2 * v.shape[-1],), v.dtype)
+                w[..., ::2] = v
+                v = w[..., ::2]
+        out.append(v)
+    return out
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_generated_run_matches_the_plans(spec):
+    # Op.run is generated from the declaration (Note [Generated run], normkit/_registry.py);
+    # Op.run_plans interprets the same plans: the same outputs bit for bit, forward and
+    # backward, with strided inputs that the preparation copies.
+    from normkit._arrays import NumpyLib
+
+    decl = spec.declaration()
+    for _, sample in S.samples(spec, "float32", shapes=[(4, 6, 9)]):
+        fargs = _numpy_args(decl, sample.args, strided=("x",))
+        want = decl.all_want
+        fwd = decl.run(NumpyLib, fargs, want)
+        _same(decl, fwd, decl.run_plans(NumpyLib, fargs, want))
+        bwd = decl.backward
+        values = dict(zip(decl.input_names, fargs), **dict(zip(decl.output_names, fwd)))
+        bargs = []
+        for i in bwd.inputs:
+            if i.name.startswith("need_"):
+                bargs.append(True)
+            elif i.name.startswith("d") and i.name[1:] in decl.output_names:
+                g = sample.grads.get(i.name[1:])
+                bargs.append(None if g is None else np.asarray(g, np.float32))
+            else:
+                bargs.append(values[i.name])
+        _same(bwd, bwd.run(NumpyLib, bargs, bwd.all_want),
+              bwd.run_plans(NumpyLib, bargs, bwd.all_want))
+
+
+def _same(op, got, ref):
+    assert len(got) == len(ref) == len(op.outputs)
+    for name, g, r in zip(op.output_names, got, ref):
+        assert (g is None) == (r is None), (op.name, name)
+        if g is not None:
+            assert g.shape == r.shape and g.dtype == r.dtype and g.strides == r.strides
+            assert g.tobytes() == r.tobytes(), (op.name, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism (SPEC §0): threads, run to run, batch invariance
+# ---------------------------------------------------------------------------------------------
+
+
+def _forward_backward(torch, spec, args, grads):
+    """Bytes of every output (custom op, statistics included) and every gradient."""
+    decl = spec.declaration()
+    with torch.no_grad():
+        outs = getattr(torch.ops.normkit, decl.name).default(
+            *_torch_args(torch, decl, args, "float32", False))
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    targs = _torch_args(torch, decl, args, "float32", True)
+    res = dict(zip(decl.output_names, _torch_op(decl)(*targs)))
+    loss = sum((res[o] * torch.from_numpy(g).float()).sum() for o, g in grads.items())
+    names = _present_differentiable(decl, args)
+    gs = torch.autograd.grad(loss, [targs[decl.input_names.index(n)] for n in names])
+    out = {n: o.numpy() for n, o in zip(decl.output_names, outs) if o is not None}
+    out.update({"d" + n: g.numpy() for n, g in zip(names, gs)})
+    return out
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_thread_and_batch_invariance(spec, threads, cpu_isa):
+    torch = _torch()
+    import normkit
+
+    for isa in normkit.available_cpu_isas():
+        normkit.set_cpu_isa(isa)
+        sample = spec.make(spec.big_shape, "float32", 7, spec.variants[0])
+        args, grads = sample.args, sample.grads
+        threads(1)
+        one = _forward_backward(torch, spec, args, grads)
+        threads(2)
+        two = _forward_backward(torch, spec, args, grads)
+        again = _forward_backward(torch, spec, args, grads)
+        for name in one:
+            assert one[name].tobytes() == two[name].tobytes(), f"{isa}: {name}, 1 vs 2 threads"
+            assert two[name].tobytes() == again[name].tobytes(), f"{isa}: {name}, run to run"
+        # The first rows alone: every per-row output and gradient keeps its bits.
+        n = spec.big_shape[0]
+        cut = lambda a: a[:5] if isinstance(a, np.ndarray) and a.shape[:1] == (n,) else a  # noqa: E731
+        part = _forward_backward(torch, spec, {k: cut(v) for k, v in args.items()},
+                                 {k: cut(v) for k, v in grads.items()})
+        for name, full in two.items():
+            if full.shape[:1] == (n,):
+                assert part[name].tobytes() == full[:5].tobytes(), f"{isa}: {name} of a row " \
+                                                                   "depends on the batch"
+    normkit.set_cpu_isa(cpu_isa)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry, the specs and the benchmark agree on which ops exist and what they move
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.any_isa
+def test_every_declared_op_has_a_spec():
+    import normkit.torch  # noqa: F401
+    from normkit.bench import cases as C
+    from normkit.torch import _registry
+
+    forward = {name for name, top in _registry._REGISTERED.items() if top.op.backward is not None}
+    assert forward == {spec.declaration().name for spec in SPECS}
+    assert set(C.OPS) == {spec.name for spec in SPECS}
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_bench_traffic_matches_the_spec(spec):
+    from normkit.bench import cases as C
+
+    n, h = 7, 11
+    for dtype in C.DTYPES:
+        e = C.itemsize(dtype)
+        A, P, St = n * h * e, h * e, n * C.STAT_BYTES
+        for pass_ in C.PASSES:
+            got = C.bytes_moved(C.Case(spec.name, dtype, (n, h), pass_, "fresh"))
+            assert got == spec.traffic[pass_](A, P, St, e), (dtype, pass_)
