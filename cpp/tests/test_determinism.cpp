@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "determinism.hpp"
 #include "nk_test.hpp"
 #include "normkit/normkit.hpp"
 #include "reference.hpp"
@@ -51,14 +52,6 @@ std::vector<Case> big_cases(DType dt) {
   return v;
 }
 
-std::string first_difference(const std::vector<unsigned char>& a,
-                             const std::vector<unsigned char>& b) {
-  if (a.size() != b.size()) return "sizes differ";
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i] != b[i]) return "first differing byte " + std::to_string(i) + " of " + std::to_string(a.size());
-  return "";
-}
-
 void thread_invariance(DType dt) {
   RuntimeGuard guard;
   for (const std::string& isa : normkit::available_cpu_isas()) {
@@ -66,18 +59,14 @@ void thread_invariance(DType dt) {
     uint64_t seed = 4242;
     for (const Case& c : big_cases(dt)) {
       ++seed;
-      normkit::set_num_threads(1);
-      Run r1;
-      run_case(c, seed, r1);
-      const std::vector<unsigned char> ref = output_bytes(c, r1);
-      for (int threads : {2, 3}) {
-        normkit::set_num_threads(threads);
-        Run rn;
-        run_case(c, seed, rn);
-        const std::vector<unsigned char> got = output_bytes(c, rn);
-        NK_CHECK(got == ref) << "outputs with " << threads << " threads differ from 1 thread: "
-                             << first_difference(got, ref) << " [" << c.describe() << "]";
-      }
+      nk_det::expect_thread_invariant(
+          [&](int threads) {
+            normkit::set_num_threads(threads);
+            Run r;
+            run_case(c, seed, r);
+            return output_bytes(c, r);
+          },
+          c.describe() + " isa=" + isa);
     }
   }
 }
