@@ -6,15 +6,13 @@
 #include "normkit/row_norm.hpp"
 
 namespace py = pybind11;
-using normkit::py_interop::ArrayRef;
-using normkit::py_interop::ptr;
-using normkit::py_interop::to_view;
 
 namespace {
 
 using normkit::NormKind;
 using normkit::py_interop::FastArgs;
 using normkit::py_interop::fast_call;
+using normkit::py_interop::Views;
 
 // NormKind's Python members (NormKind.layer, .rms, .ada), in NormKind's order: the kind
 // crosses the binding as one of these objects, never as a bare int.
@@ -25,39 +23,27 @@ NormKind kind_at(const FastArgs& a, int i) {
   return kKinds[a.member(i, g_kinds, 3, "a normkit._core.NormKind")];
 }
 
+// The name of the rstd argument in errors: RMS norm's statistic is rrms.
+const char* stat_name(NormKind kind) { return kind == NormKind::RMS ? "rrms" : "rstd"; }
+
 PyObject* row_norm_forward(PyObject*, PyObject* const* args, Py_ssize_t n) {
   return fast_call([&] {
     static constexpr const char* kNames[] = {"kind", "normalized_ndim", "eps", "weight_offset",
         "residual_scale", "x", "residual", "x_bias", "weight", "bias", "y", "residual_out", "mean",
         "rstd", "stream"};
     const FastArgs p("row_norm_forward", kNames, 14, args, n);
-    const NormKind kind = kind_at(p, 0);
-    const uintptr_t stream = p.stream(14);
-    ArrayRef ax, ar, axb, aw, ab, ay, as, am, arstd;
-    p.view(5, stream, ax);
-    p.view(6, stream, ar);
-    p.view(7, stream, axb);
-    p.view(8, stream, aw);
-    p.view(9, stream, ab);
-    p.view(10, stream, ay, true, "out");
-    p.view(11, stream, as, true);
-    p.view(12, stream, am, true);
-    p.view(13, stream, arstd, true, kind == NormKind::RMS ? "rrms" : "rstd");
-    normkit::RowNormForwardArgs a;
-    a.kind = kind;
+    using A = normkit::RowNormForwardArgs;
+    A a;
+    a.kind = kind_at(p, 0);
     a.normalized_ndim = p.i32(1);
     a.eps = p.f64(2);
     a.weight_offset = p.f64(3);
     a.residual_scale = p.f64(4);
-    a.x = ptr(ax);
-    a.residual = ptr(ar);
-    a.x_bias = ptr(axb);
-    a.weight = ptr(aw);
-    a.bias = ptr(ab);
-    a.y = ptr(ay);
-    a.residual_out = ptr(as);
-    a.mean = ptr(am);
-    a.rstd = ptr(arstd);
+    const uintptr_t stream = p.stream(14);
+    const Views<A, 9> views(p, stream, a,
+                            {{5, &A::x}, {6, &A::residual}, {7, &A::x_bias}, {8, &A::weight},
+                             {9, &A::bias}, {10, &A::y, true, "out"}, {11, &A::residual_out, true},
+                             {12, &A::mean, true}, {13, &A::rstd, true, stat_name(a.kind)}});
     py::gil_scoped_release nogil;
     normkit::row_norm_forward(a, reinterpret_cast<normkit::Stream>(stream));
   });
@@ -69,36 +55,18 @@ PyObject* row_norm_backward(PyObject*, PyObject* const* args, Py_ssize_t n) {
         "residual_scale", "dy", "ds", "x", "mean", "rstd", "weight", "dx", "dresidual", "dweight",
         "dbias", "dx_bias", "stream"};
     const FastArgs p("row_norm_backward", kNames, 15, args, n);
-    const NormKind kind = kind_at(p, 0);
-    const uintptr_t stream = p.stream(15);
-    ArrayRef ady, ads, ax, am, arstd, aw, adx, adr, adw, adb, adxb;
-    p.view(4, stream, ady);
-    p.view(5, stream, ads);
-    p.view(6, stream, ax);
-    p.view(7, stream, am);
-    p.view(8, stream, arstd, false, kind == NormKind::RMS ? "rrms" : "rstd");
-    p.view(9, stream, aw);
-    p.view(10, stream, adx, true);
-    p.view(11, stream, adr, true);
-    p.view(12, stream, adw, true);
-    p.view(13, stream, adb, true);
-    p.view(14, stream, adxb, true);
-    normkit::RowNormBackwardArgs a;
-    a.kind = kind;
+    using A = normkit::RowNormBackwardArgs;
+    A a;
+    a.kind = kind_at(p, 0);
     a.normalized_ndim = p.i32(1);
     a.weight_offset = p.f64(2);
     a.residual_scale = p.f64(3);
-    a.dy = ptr(ady);
-    a.ds = ptr(ads);
-    a.x = ptr(ax);
-    a.mean = ptr(am);
-    a.rstd = ptr(arstd);
-    a.weight = ptr(aw);
-    a.dx = ptr(adx);
-    a.dresidual = ptr(adr);
-    a.dweight = ptr(adw);
-    a.dbias = ptr(adb);
-    a.dx_bias = ptr(adxb);
+    const uintptr_t stream = p.stream(15);
+    const Views<A, 11> views(
+        p, stream, a,
+        {{4, &A::dy}, {5, &A::ds}, {6, &A::x}, {7, &A::mean}, {8, &A::rstd, false, stat_name(a.kind)},
+         {9, &A::weight}, {10, &A::dx, true}, {11, &A::dresidual, true}, {12, &A::dweight, true},
+         {13, &A::dbias, true}, {14, &A::dx_bias, true}});
     py::gil_scoped_release nogil;
     normkit::row_norm_backward(a, reinterpret_cast<normkit::Stream>(stream));
   });
@@ -109,22 +77,17 @@ PyObject* ada_norm_forward(PyObject*, PyObject* const* args, Py_ssize_t n) {
     static constexpr const char* kNames[] = {"normalized_ndim", "eps", "k", "scale", "x", "y",
         "mean", "rstd", "stream"};
     const FastArgs p("ada_norm_forward", kNames, 8, args, n);
-    const uintptr_t stream = p.stream(8);
-    ArrayRef ax, ay, am, arstd;
-    p.view(4, stream, ax);
-    p.view(5, stream, ay, true, "out");
-    p.view(6, stream, am, true);
-    p.view(7, stream, arstd, true);
-    normkit::RowNormForwardArgs a;
+    using A = normkit::RowNormForwardArgs;
+    A a;
     a.kind = NormKind::Ada;
     a.normalized_ndim = p.i32(0);
     a.eps = p.f64(1);
     a.ada_k = p.f64(2);
     a.ada_scale = p.f64(3);
-    a.x = ptr(ax);
-    a.y = ptr(ay);
-    a.mean = ptr(am);
-    a.rstd = ptr(arstd);
+    const uintptr_t stream = p.stream(8);
+    const Views<A, 4> views(p, stream, a,
+                            {{4, &A::x}, {5, &A::y, true, "out"}, {6, &A::mean, true},
+                             {7, &A::rstd, true}});
     py::gil_scoped_release nogil;
     normkit::row_norm_forward(a, reinterpret_cast<normkit::Stream>(stream));
   });
@@ -135,23 +98,16 @@ PyObject* ada_norm_backward(PyObject*, PyObject* const* args, Py_ssize_t n) {
     static constexpr const char* kNames[] = {"normalized_ndim", "k", "scale", "dy", "x", "mean",
         "rstd", "dx", "stream"};
     const FastArgs p("ada_norm_backward", kNames, 8, args, n);
-    const uintptr_t stream = p.stream(8);
-    ArrayRef ady, ax, am, arstd, adx;
-    p.view(3, stream, ady);
-    p.view(4, stream, ax);
-    p.view(5, stream, am);
-    p.view(6, stream, arstd);
-    p.view(7, stream, adx, true);
-    normkit::RowNormBackwardArgs a;
+    using A = normkit::RowNormBackwardArgs;
+    A a;
     a.kind = NormKind::Ada;
     a.normalized_ndim = p.i32(0);
     a.ada_k = p.f64(1);
     a.ada_scale = p.f64(2);
-    a.dy = ptr(ady);
-    a.x = ptr(ax);
-    a.mean = ptr(am);
-    a.rstd = ptr(arstd);
-    a.dx = ptr(adx);
+    const uintptr_t stream = p.stream(8);
+    const Views<A, 5> views(p, stream, a,
+                            {{3, &A::dy}, {4, &A::x}, {5, &A::mean}, {6, &A::rstd},
+                             {7, &A::dx, true}});
     py::gil_scoped_release nogil;
     normkit::row_norm_backward(a, reinterpret_cast<normkit::Stream>(stream));
   });

@@ -102,6 +102,30 @@ PyObject* fast_call(Body&& body) noexcept {
   Py_RETURN_NONE;
 }
 
+// The array arguments of one call, each converted (FastArgs::view) and stored in its field
+// of the core's argument struct `Args`; the ArrayRefs live as long as this object.
+template <typename Args>
+struct Field {
+  int index;                          // the argument's position
+  const TensorView* Args::*member;    // where its view goes
+  bool output = false;                // written by the call
+  const char* name = nullptr;         // the name in errors (default: the parameter's)
+};
+
+template <typename Args, size_t N>
+class Views {
+ public:
+  Views(const FastArgs& p, uintptr_t stream, Args& a, const Field<Args> (&fields)[N]) {
+    for (size_t k = 0; k < N; ++k) {
+      p.view(fields[k].index, stream, refs_[k], fields[k].output, fields[k].name);
+      a.*(fields[k].member) = ptr(refs_[k]);
+    }
+  }
+
+ private:
+  ArrayRef refs_[N];
+};
+
 using FastFn = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t);
 // Adds fn to the module as `name` (a builtin function with METH_FASTCALL).
 void def_fast(pybind11::module_& m, const char* name, FastFn fn, const char* doc);
