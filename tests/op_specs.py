@@ -9,7 +9,8 @@ drives every spec through the same checks:
 - the reference backward against central finite differences of the reference forward;
 - normkit's torch path (custom op, autograd formula, our kernels) against the reference,
   forward and gradients, in float64 and float32;
-- ``torch.autograd.gradcheck`` and ``torch.library.opcheck`` of the custom op;
+- ``torch.autograd.gradcheck`` and ``torch.library.opcheck`` of the custom op, and
+  ``torch.compile(fullgraph=True)`` of a training step through it;
 - the generated ``Op.run`` against the plan interpreter ``Op.run_plans``;
 - determinism: 1 and 2 threads and a second run give the same bits, and a row's outputs
   do not depend on the other rows of the batch;

@@ -289,21 +289,6 @@ def test_torch_opcheck_channels_last_memory():
 
 
 @pytest.mark.any_isa
-@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
-def test_torch_compile_fullgraph(backend):
-    torch = _torch()
-    import normkit.torch as nkt
-
-    m = nkt.DyT(32)
-    f = torch.compile(m, fullgraph=True, backend=backend)
-    x = torch.randn(4, 32, requires_grad=True)
-    y = f(x)
-    torch.testing.assert_close(y, m(x))
-    y.sum().backward()
-    assert x.grad is not None and m.alpha.grad is not None
-
-
-@pytest.mark.any_isa
 def test_torch_channels_last_memory_format_is_kept():
     torch = _torch()
     import normkit.torch as nkt

@@ -1,6 +1,7 @@
 """Every op through the same checks, from its one test definition (tests/op_specs.py):
 finite differences of the reference, normkit's torch path (custom op, autograd formula, our
-kernels) against the reference in float64 and float32, gradcheck, opcheck, the generated
+kernels) against the reference in float64 and float32, gradcheck, opcheck, torch.compile
+(fullgraph, eager and aot_eager backends), the generated
 Op.run against the plan interpreter, determinism (threads, run to run, batch invariance) and
 the benchmark's byte counts. The family files test what is particular to each family."""
 
@@ -164,6 +165,36 @@ def test_opcheck(spec, sample):
     decl = spec.declaration()
     targs = _torch_args(torch, decl, sample.args, "float32", True)
     torch.library.opcheck(getattr(torch.ops.normkit, decl.name).default, tuple(targs))
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_compile_fullgraph(spec, backend):
+    # torch.compile traces the custom op (fake implementation, autograd formula) without a
+    # graph break; outputs and gradients as in eager mode.
+    torch = _torch()
+    decl = spec.declaration()
+    _, sample = S.samples(spec, "float32")[0]
+    top = _torch_op(decl)
+    names = _present_differentiable(decl, sample.args)
+    diff_out = [k for k, o in enumerate(decl.outputs) if o.differentiable]
+
+    def step(*targs):
+        outs = top(*targs)
+        return sum((outs[k].float() * (k + 1)).sum() for k in diff_out)
+
+    results = []
+    for fn in (step, torch.compile(step, fullgraph=True, backend=backend)):
+        targs = _torch_args(torch, decl, sample.args, "float32", True)
+        loss = fn(*targs)
+        grads = torch.autograd.grad(loss, [targs[decl.input_names.index(n)] for n in names])
+        results.append((loss.detach(), grads))
+    torch._dynamo.reset()
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l1, l0, rtol=1e-6, atol=1e-6)
+    for name, a, b in zip(names, g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=f"d{name}")
 
 
 # ---------------------------------------------------------------------------------------------
