@@ -54,7 +54,8 @@
 //   tanh_fast(x) (float) = x·P(x²)/Q(x²) on x clamped to ±9.02, then clamped to [−1, 1]
 //     (R may pass 1 by an ULP near 8.1): P, Q of degree 4 with positive coefficients, so
 //     Horner has no cancellation; a minimax fit of tanh(a)/a on [0, 9.02] in relative error
-//     (differential correction); 2 FMA chains and one division, no exp, no branch to select.
+//     (differential correction, tools/fit_tanh_rational.py reproduces it); 2 FMA chains and
+//     one division, no exp, no branch to select.
 //   sigmoid(x) = s/(1 + e), e = exp(−|x|), s = 1 for x ≥ 0 and e for x < 0 (= e^x/(1 + e^x)):
 //     e ≤ 1 never overflows, and for x → −∞ the result underflows like e^x instead of
 //     becoming 0 when 1 + e^(−x) overflows.
