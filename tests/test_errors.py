@@ -547,6 +547,7 @@ def test_fast_entry_points_name_the_argument():
     with pytest.raises(TypeError, match="got an unexpected keyword|takes no keyword arguments"):
         _core.ada_norm_forward(normalized_ndim=1)
     # NumPy scalars convert as Python numbers do; the core still validates the values.
+    _core.dyt_forward(X, np.ones(1, F32), None, None, y, np.True_)
     _core.row_norm_forward(L, np.int64(1), np.float32(1e-5), 0.0, 1.0, X, None, None, None, None,
                            y, None, None, None, 0)
     np.testing.assert_allclose(y, nk.layer_norm(X, eps=1e-5), rtol=1e-5, atol=1e-6)

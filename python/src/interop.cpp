@@ -383,10 +383,17 @@ int FastArgs::i32(int i) const {
   return int(v);
 }
 
+// True / False, and NumPy's bool scalar (as pybind11's caster); not ints.
 bool FastArgs::flag(int i) const {
   PyObject* o = i < n_ ? args_[i] : Py_None;
   if (o == Py_True) return true;
   if (o == Py_False) return false;
+  const std::string type = Py_TYPE(o)->tp_name;
+  if (type == "numpy.bool" || type == "numpy.bool_") {
+    const int v = PyObject_IsTrue(o);
+    if (v < 0) throw py::error_already_set();
+    return v != 0;
+  }
   fail(i, "a bool");
 }
 
