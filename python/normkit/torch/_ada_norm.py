@@ -8,6 +8,7 @@ from torch import Tensor
 
 from normkit import _ada_norm as decl
 from normkit.torch._registry import register
+from normkit.torch.modules import _bad_trailing_shape, _trailing_ok
 
 __all__ = ["ada_norm", "AdaNorm"]
 
@@ -39,12 +40,10 @@ class AdaNorm(torch.nn.Module):
         self.k, self.scale, self.eps = float(k), float(scale), float(eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        ns, nd = self.normalized_shape, len(self.normalized_shape)
-        if x.dim() < nd or x.shape[x.dim() - nd :] != ns:
-            raise ValueError(
-                f"input: expected a tensor whose last {nd} dims are {list(ns)}, got shape "
-                f"{list(x.shape)}")
-        return ADA_NORM(x, self.k, self.scale, self.eps, nd)[0]
+        ns = self.normalized_shape
+        if not _trailing_ok(x, ns):
+            raise _bad_trailing_shape(x, ns)
+        return ADA_NORM(x, self.k, self.scale, self.eps, len(ns))[0]
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, k={self.k}, scale={self.scale}, eps={self.eps}"

@@ -21,6 +21,17 @@ from normkit.torch import _ops
 __all__ = ["LayerNorm", "RMSNorm", "replace_norms"]
 
 
+def _trailing_ok(x: Tensor, normalized_shape: Tuple[int, ...]) -> bool:
+    """Whether x's last dims are normalized_shape. The one-dim case (almost every model)
+    compares one int: slicing a torch.Size and comparing it costs ~0.6 us, a tenth of a
+    [1, 4096] call."""
+    if len(normalized_shape) == 1:
+        return x.dim() >= 1 and x.shape[-1] == normalized_shape[0]
+    nd = len(normalized_shape)
+    # (A torch.Size slice equals the tuple of the same ints.)
+    return x.dim() >= nd and x.shape[x.dim() - nd :] == normalized_shape
+
+
 def _bad_trailing_shape(input: Tensor, normalized_shape: Tuple[int, ...]) -> ValueError:
     return ValueError(
         f"input: expected a tensor whose last {len(normalized_shape)} dims are "
@@ -35,12 +46,11 @@ class LayerNorm(torch.nn.LayerNorm):
     """``torch.nn.LayerNorm`` computed by normkit (SPEC §1)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        ns, nd = self.normalized_shape, len(self.normalized_shape)
+        ns = self.normalized_shape
         # Without weight and bias the core cannot know normalized_shape, only its length.
-        # (A torch.Size slice equals the tuple of the same ints.)
-        if input.dim() < nd or input.shape[input.dim() - nd :] != ns:
+        if not _trailing_ok(input, ns):
             raise _bad_trailing_shape(input, ns)
-        return _ops.LAYER_NORM(input, self.weight, self.bias, self.eps, nd)[0]
+        return _ops.LAYER_NORM(input, self.weight, self.bias, self.eps, len(ns))[0]
 
 
 class RMSNorm(torch.nn.RMSNorm):
@@ -48,11 +58,11 @@ class RMSNorm(torch.nn.RMSNorm):
     ``torch.finfo(input.dtype).eps`` at call time, as in torch."""
 
     def forward(self, x: Tensor) -> Tensor:
-        ns, nd = self.normalized_shape, len(self.normalized_shape)
-        if x.dim() < nd or x.shape[x.dim() - nd :] != ns:
+        ns = self.normalized_shape
+        if not _trailing_ok(x, ns):
             raise _bad_trailing_shape(x, ns)
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
-        return _ops.RMS_NORM(x, self.weight, None, eps, 0.0, nd)[0]
+        return _ops.RMS_NORM(x, self.weight, None, eps, 0.0, len(ns))[0]
 
 
 _REPLACEMENTS = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}
