@@ -542,8 +542,15 @@ def test_fast_entry_points_name_the_argument():
     with pytest.raises(TypeError, match="row_norm_forward: stream: expected an int"):
         _core.row_norm_forward(L, 1, 1e-5, 0.0, 1.0, X, None, None, None, None, y, None, None, None,
                                "s")
-    with pytest.raises(TypeError, match="dyt_forward: channels_last: expected a bool, got int"):
-        _core.dyt_forward(X, np.ones(1, F32), None, None, y, 1)
+    with pytest.raises(TypeError, match="dyt_forward: channels_last: expected a bool, got str"):
+        _core.dyt_forward(X, np.ones(1, F32), None, None, y, "yes")
+    # Another NormKind instance of the same value is the same kind (a copy, NormKind(1)).
+    import copy
+
+    _core.row_norm_forward(copy.copy(_core.NormKind.rms), 1, 1e-5, 0.0, 1.0, X, None, None,
+                           None, None, y, None, None, None, np.int64(0))
+    np.testing.assert_allclose(y, nk.rms_norm(X, eps=1e-5), rtol=1e-5, atol=1e-6)
+    _core.dyt_forward(X, np.ones(1, F32), None, None, y)  # channels_last defaults to True
     with pytest.raises(TypeError, match="got an unexpected keyword|takes no keyword arguments"):
         _core.ada_norm_forward(normalized_ndim=1)
     # NumPy scalars convert as Python numbers do; the core still validates the values.

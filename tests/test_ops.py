@@ -52,6 +52,10 @@ def test_reference_grads_match_finite_differences(spec, sample):
     decl = spec.declaration()
     args, grads = sample.args, sample.grads
     fwd = spec.fd_forward or (lambda a, base: spec.reference(a))
+    if spec.fd_forward is not None:  # the stopped form agrees with the forward at the base point
+        at_base, forward = spec.fd_forward(args, args), spec.reference(args)
+        for o in at_base:
+            np.testing.assert_allclose(at_base[o], forward[o], rtol=1e-13, atol=1e-14, err_msg=o)
     ref = spec.reference_grads(args, grads)
     for name in decl.input_names:
         if name in ref and args.get(name) is None:
@@ -159,7 +163,8 @@ _OPCHECK_CASES = _cases(shapes=None)
 
 @pytest.mark.any_isa
 @pytest.mark.parametrize("spec,sample", [c for c in _OPCHECK_CASES
-                                         if c.values[1].args["x"].shape == c.values[0].fd_shapes[0]])
+                                         if c.values[1].args["x"].shape in
+                                         (c.values[0].fd_shapes[0], c.values[0].fd_shapes[-1])])
 def test_opcheck(spec, sample):
     torch = _torch()
     decl = spec.declaration()
@@ -169,13 +174,15 @@ def test_opcheck(spec, sample):
 
 @pytest.mark.any_isa
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+@pytest.mark.parametrize("which", [0, 1])
 @pytest.mark.parametrize("spec", SPECS, ids=str)
-def test_compile_fullgraph(spec, backend):
+def test_compile_fullgraph(spec, which, backend):
     # torch.compile traces the custom op (fake implementation, autograd formula) without a
-    # graph break; outputs and gradients as in eager mode.
+    # graph break; outputs and gradients as in eager mode. Two variants per op: all features,
+    # and the second (no affine; for add+norm residual_scale = 1, the SameGrad shortcut).
     torch = _torch()
     decl = spec.declaration()
-    _, sample = S.samples(spec, "float32")[0]
+    _, sample = S.samples(spec, "float32")[which]
     top = _torch_op(decl)
     names = _present_differentiable(decl, sample.args)
     diff_out = [k for k, o in enumerate(decl.outputs) if o.differentiable]
@@ -227,22 +234,27 @@ def test_generated_run_matches_the_plans(spec):
     decl = spec.declaration()
     for _, sample in S.samples(spec, "float32", shapes=[(4, 6, 9)]):
         fargs = _numpy_args(decl, sample.args, strided=("x",))
-        want = decl.all_want
-        fwd = decl.run(NumpyLib, fargs, want)
-        _same(decl, fwd, decl.run_plans(NumpyLib, fargs, want))
+        # Outputs not asked for (None in want) are skipped alike.
+        _same(decl, decl.run(NumpyLib, fargs, decl.no_grad_want),
+              decl.run_plans(NumpyLib, fargs, decl.no_grad_want))
+        fwd = decl.run(NumpyLib, fargs, decl.all_want)
+        _same(decl, fwd, decl.run_plans(NumpyLib, fargs, decl.all_want))
         bwd = decl.backward
         values = dict(zip(decl.input_names, fargs), **dict(zip(decl.output_names, fwd)))
-        bargs = []
-        for i in bwd.inputs:
-            if i.name.startswith("need_"):
-                bargs.append(True)
-            elif i.name.startswith("d") and i.name[1:] in decl.output_names:
-                g = sample.grads.get(i.name[1:])
-                bargs.append(None if g is None else np.asarray(g, np.float32))
-            else:
-                bargs.append(values[i.name])
-        _same(bwd, bwd.run(NumpyLib, bargs, bwd.all_want),
-              bwd.run_plans(NumpyLib, bargs, bwd.all_want))
+        for need in (True, False):  # every gradient, then only the unflagged ones (dx)
+            bargs = []
+            for i in bwd.inputs:
+                if i.name.startswith("need_"):
+                    bargs.append(need)
+                elif i.name.startswith("d") and i.name[1:] in decl.output_names:
+                    g = sample.grads.get(i.name[1:])
+                    bargs.append(None if g is None else np.asarray(g, np.float32))
+                else:
+                    bargs.append(values[i.name])
+            _same(bwd, bwd.run(NumpyLib, bargs, bwd.all_want),
+                  bwd.run_plans(NumpyLib, bargs, bwd.all_want))
+    if decl.row_inputs:  # the generated code prepares rows as the declaration says
+        assert "lib.rows(x, normalized_ndim)" in decl._run.source
 
 
 def _same(op, got, ref):
@@ -288,19 +300,25 @@ def test_thread_and_batch_invariance(spec, threads, cpu_isa):
         args, grads = sample.args, sample.grads
         threads(1)
         one = _forward_backward(torch, spec, args, grads)
+        threads(3)
+        three = _forward_backward(torch, spec, args, grads)
         threads(2)
         two = _forward_backward(torch, spec, args, grads)
         again = _forward_backward(torch, spec, args, grads)
         for name in one:
             assert one[name].tobytes() == two[name].tobytes(), f"{isa}: {name}, 1 vs 2 threads"
+            assert one[name].tobytes() == three[name].tobytes(), f"{isa}: {name}, 1 vs 3 threads"
             assert two[name].tobytes() == again[name].tobytes(), f"{isa}: {name}, run to run"
         # The first rows alone: every per-row output and gradient keeps its bits.
         n = spec.big_shape[0]
-        cut = lambda a: a[:5] if isinstance(a, np.ndarray) and a.shape[:1] == (n,) else a  # noqa: E731
+        def cut(a):  # the batch-shaped arrays (x, residual, dy, ...), not the parameters
+            return a[:5] if isinstance(a, np.ndarray) and a.ndim >= 2 and a.shape[0] == n else a
+
         part = _forward_backward(torch, spec, {k: cut(v) for k, v in args.items()},
                                  {k: cut(v) for k, v in grads.items()})
+        outputs = spec.declaration().output_names
         for name, full in two.items():
-            if full.shape[:1] == (n,):
+            if full.shape[:1] == (n,) and (full.ndim >= 2 or name in outputs):
                 assert part[name].tobytes() == full[:5].tobytes(), f"{isa}: {name} of a row " \
                                                                    "depends on the batch"
     normkit.set_cpu_isa(cpu_isa)
@@ -317,8 +335,10 @@ def test_every_declared_op_has_a_spec():
     from normkit.bench import cases as C
     from normkit.torch import _registry
 
-    forward = {name for name, top in _registry._REGISTERED.items() if top.op.backward is not None}
-    assert forward == {spec.declaration().name for spec in SPECS}
+    specced = {spec.declaration() for spec in SPECS}
+    covered = {op.name for op in specced} | {op.backward.name for op in specced}
+    # Every registered op is an op with a spec, or the backward of one.
+    assert set(_registry._REGISTERED) == covered
     assert set(C.OPS) == {spec.name for spec in SPECS}
 
 

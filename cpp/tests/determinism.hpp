@@ -3,8 +3,9 @@
 //   * with the thread count (1, 2, 3 threads, the CPU ISA the caller made current),
 //   * from run to run (the same case twice), and
 //   * with the rest of the batch (a case on the leading rows alone gives those rows' bits).
-// Used by test_determinism.cpp (row norms, AdaNorm) and test_dyt.cpp (DyT); a new family
-// calls the same functions with its own case type.
+// expect_thread_invariant serves test_determinism.cpp (row norms, AdaNorm) and test_dyt.cpp
+// (DyT); expect_prefix DyT's batch test (the row norms' batch test compares rows of views at
+// other offsets too, in test_determinism.cpp). A new family calls these with its own case.
 #pragma once
 
 #include <cstring>
@@ -46,7 +47,8 @@ void expect_thread_invariant(RunFn run, const std::string& desc) {
 // first rows only (a prefix of the same inputs): part must be full's prefix, bit for bit.
 inline void expect_prefix(const Bytes& full, const Bytes& part, const std::string& what,
                           const std::string& desc) {
-  NK_CHECK(part.size() <= full.size() && std::memcmp(part.data(), full.data(), part.size()) == 0)
+  NK_CHECK(!part.empty() && part.size() <= full.size() &&
+           std::memcmp(part.data(), full.data(), part.size()) == 0)
       << what << " of a row depends on the rest of the batch [" << desc << "]";
 }
 

@@ -445,6 +445,10 @@ class Op:
         for o, (kind, src, _, _) in zip(self.outputs, self.alloc_plan):
             if self.input_names[src] in nbytes:
                 out_bytes[o.name] = stat_bytes if kind is ALLOC_STAT else nbytes[self.input_names[src]]
+        missing = sorted({self.input_names[k] for _, _, _, args in self.aliases for k in args}
+                         - set(scalars))
+        if missing:
+            self._fail(f"training_traffic(): scalars= must give {missing} (a same_grad condition)")
         aliased = {t for t, _, when, args in self.aliases
                    if when(*(scalars[self.input_names[k]] for k in args))}
         bsizes, flags = {}, {}

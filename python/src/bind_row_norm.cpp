@@ -17,10 +17,11 @@ using normkit::py_interop::Views;
 // NormKind's Python members (NormKind.layer, .rms, .ada), in NormKind's order: the kind
 // crosses the binding as one of these objects, never as a bare int.
 py::handle g_kinds[3];
+py::handle g_kind_type;
 constexpr NormKind kKinds[3] = {NormKind::Layer, NormKind::RMS, NormKind::Ada};
 
 NormKind kind_at(const FastArgs& a, int i) {
-  return kKinds[a.member(i, g_kinds, 3, "a normkit._core.NormKind")];
+  return kKinds[a.member(i, g_kinds, 3, g_kind_type, "a normkit._core.NormKind")];
 }
 
 // The name of the rstd argument in errors: RMS norm's statistic is rrms.
@@ -120,6 +121,7 @@ NK_PY_BINDINGS(bind_row_norm) {
   kinds.value("layer", NormKind::Layer).value("rms", NormKind::RMS).value("ada", NormKind::Ada);
   const char* const names[3] = {"layer", "rms", "ada"};
   for (int k = 0; k < 3; ++k) g_kinds[k] = py::object(kinds.attr(names[k])).release();  // held for good
+  g_kind_type = py::object(kinds).release();
 
   using normkit::py_interop::def_fast;
   def_fast(m, "row_norm_forward", &row_norm_forward,

@@ -383,13 +383,16 @@ int FastArgs::i32(int i) const {
   return int(v);
 }
 
-// True / False, and NumPy's bool scalar (as pybind11's caster); not ints.
-bool FastArgs::flag(int i) const {
-  PyObject* o = i < n_ ? args_[i] : Py_None;
+// True / False, NumPy's bool scalar and integers (0 is false), as pybind11's caster took
+// them; `fallback` when the argument is absent.
+bool FastArgs::flag(int i, bool fallback) const {
+  if (i >= n_) return fallback;
+  PyObject* o = args_[i];
   if (o == Py_True) return true;
   if (o == Py_False) return false;
   const std::string type = Py_TYPE(o)->tp_name;
-  if (type == "numpy.bool" || type == "numpy.bool_") {
+  if (PyLong_Check(o) || type == "numpy.bool" || type == "numpy.bool_" ||
+      PyIndex_Check(o)) {
     const int v = PyObject_IsTrue(o);
     if (v < 0) throw py::error_already_set();
     return v != 0;
@@ -400,7 +403,16 @@ bool FastArgs::flag(int i) const {
 uintptr_t FastArgs::stream(int i) const {
   if (i >= n_) return 0;
   PyObject* o = args_[i];
-  if (!PyLong_Check(o) || PyBool_Check(o)) fail(i, "an int (a CUDA stream handle, 0 on the CPU)");
+  if (PyBool_Check(o)) fail(i, "an int (a CUDA stream handle, 0 on the CPU)");
+  py::object index;
+  if (!PyLong_Check(o)) {  // NumPy integers and anything with __index__
+    index = py::reinterpret_steal<py::object>(PyNumber_Index(o));
+    if (!index) {
+      PyErr_Clear();
+      fail(i, "an int (a CUDA stream handle, 0 on the CPU)");
+    }
+    o = index.ptr();
+  }
   const unsigned long long v = PyLong_AsUnsignedLongLong(o);
   if (v == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
     PyErr_Clear();
@@ -413,10 +425,18 @@ void FastArgs::view(int i, uintptr_t stream, ArrayRef& out, bool output, const c
   to_view(obj(i), name ? name : names_[i], stream, out, output);
 }
 
-int FastArgs::member(int i, const py::handle* members, int count, const char* type_name) const {
+int FastArgs::member(int i, const py::handle* members, int count, py::handle type,
+                     const char* type_name) const {
   PyObject* o = i < n_ ? args_[i] : Py_None;
   for (int k = 0; k < count; ++k)
     if (members[k].ptr() == o) return k;
+  // Another instance of the enum (NormKind(1), a copy, an unpickled one): by value.
+  if (PyObject_IsInstance(o, type.ptr()) == 1) {
+    const long value = py::int_(py::reinterpret_borrow<py::object>(o)).cast<long>();
+    for (int k = 0; k < count; ++k)
+      if (py::int_(py::reinterpret_borrow<py::object>(members[k])).cast<long>() == value) return k;
+  }
+  PyErr_Clear();
   fail(i, type_name);
 }
 

@@ -54,8 +54,10 @@ inline const TensorView* ptr(const ArrayRef& a) { return a.present ? &a.view : n
 // kernels call on every op call) are METH_FASTCALL functions, positional arguments only,
 // parsed by FastArgs: pybind11's argument loader costs ~0.5 us for the row norms' 15
 // arguments on the test machine, this ~0.05 us, and a [1, 4096] layer norm's kernel ~1.5 us.
-// Errors name the argument as pybind11 would; normkit::Error and Python errors are
-// translated as the module's translator does (set_python_error).
+// Errors name the function and the argument; normkit::Error and Python errors are
+// translated as the module's translator does (set_python_error). Conversions follow
+// pybind11's: floats from anything with __float__, ints and streams from anything with
+// __index__ (not bool), flags from bools and integers; no keyword arguments.
 class FastArgs {
  public:
   // `names`: the parameters in order (a static array); the first `required` are required,
@@ -69,13 +71,15 @@ class FastArgs {
   pybind11::handle obj(int i) const { return i < n_ ? pybind11::handle(args_[i]) : pybind11::none(); }
   double f64(int i) const;      // a Python float or int
   int i32(int i) const;         // a Python int
-  bool flag(int i) const;       // a Python bool
+  bool flag(int i, bool fallback = false) const;  // a bool (or an integer); fallback if absent
   uintptr_t stream(int i) const;  // an int >= 0; 0 when absent
   // The array argument i as a view (None: absent), named as the parameter unless `name`.
   void view(int i, uintptr_t stream, ArrayRef& out, bool output = false,
             const char* name = nullptr) const;
-  // The enum argument i: one of `members` (the enum's Python objects), compared by identity.
-  int member(int i, const pybind11::handle* members, int count, const char* type_name) const;
+  // The enum argument i: the index of one of `members` (the enum's Python objects), by
+  // identity, or by value for another instance of `type`.
+  int member(int i, const pybind11::handle* members, int count, pybind11::handle type,
+             const char* type_name) const;
   [[noreturn]] void fail(int i, const char* expected) const;
 
  private:

@@ -52,7 +52,7 @@
 //     threshold 0.55 sits at tanh = 1/2 (atanh ½ = 0.5493): below it e > 1/3 and 1 − e
 //     would magnify e's error. Past the clamp e is so small that y rounds to 1.
 //   tanh_fast(x) (float) = x·P(x²)/Q(x²) on x clamped to ±9.02, then clamped to [−1, 1]
-//     (R may pass 1 by an ULP near 8.1): P, Q of degree 4 with positive coefficients, so
+//     (R may pass 1 by an ULP or two near 8.1–9.02): P, Q of degree 4 with positive coefficients, so
 //     Horner has no cancellation; a minimax fit of tanh(a)/a on [0, 9.02] in relative error
 //     (differential correction, tools/fit_tanh_rational.py reproduces it); 2 FMA chains and
 //     one division, no exp, no branch to select.
@@ -200,7 +200,7 @@ NK_HD V tanh(V x) {
 }
 
 // tanh x, cheaper (float: 14 vector instructions, no exp; 2.2× tanh()'s throughput on AVX2)
-// and less accurate (float: 6 ULP) than tanh(); double: tanh() itself. Bound and special
+// and less accurate (float: 7 ULP) than tanh(); double: tanh() itself. Bound and special
 // values: see the top of this file.
 template <typename V>
 NK_HD V tanh_fast(V x) {
