@@ -553,6 +553,11 @@ def test_fast_entry_points_name_the_argument():
     _core.dyt_forward(X, np.ones(1, F32), None, None, y)  # channels_last defaults to True
     with pytest.raises(TypeError, match="got an unexpected keyword|takes no keyword arguments"):
         _core.ada_norm_forward(normalized_ndim=1)
+    import inspect
+
+    params = inspect.signature(_core.row_norm_forward).parameters
+    assert list(params)[:2] == ["kind", "normalized_ndim"] and params["stream"].default == 0
+    assert all(p.kind is p.POSITIONAL_ONLY for p in params.values())
     # NumPy scalars convert as Python numbers do; the core still validates the values.
     _core.dyt_forward(X, np.ones(1, F32), None, None, y, np.True_)
     _core.row_norm_forward(L, np.int64(1), np.float32(1e-5), 0.0, 1.0, X, None, None, None, None,

@@ -463,10 +463,17 @@ void set_python_error(std::exception_ptr p) {
   }
 }
 
-void def_fast(py::module_& m, const char* name, FastFn fn, const char* doc) {
-  // The method table entry lives as long as the function object (the process).
+void def_fast(py::module_& m, const char* name, FastFn fn, const char* signature) {
+  // `signature` is "name(a, b, c=0)": as __text_signature__ (the "--" line) with the
+  // positional-only marker, so inspect.signature() reads it. The method table entry and
+  // the docstring live as long as the function object (the process).
+  std::string sig = signature;
+  const size_t close = sig.rfind(')');
+  if (close != std::string::npos) sig.insert(close, ", /");
+  auto* doc = new std::string(sig + "\n--\n\nA normkit kernel entry point (internal): positional "
+                                    "arguments only (Note [Fast entry points]).");
   auto* def = new PyMethodDef{name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(fn)),
-                              METH_FASTCALL, doc};
+                              METH_FASTCALL, doc->c_str()};
   py::object f = py::reinterpret_steal<py::object>(PyCFunction_NewEx(def, nullptr, m.attr("__name__").ptr()));
   if (!f) throw py::error_already_set();
   m.add_object(name, f);

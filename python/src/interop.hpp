@@ -131,8 +131,9 @@ class Views {
 };
 
 using FastFn = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t);
-// Adds fn to the module as `name` (a builtin function with METH_FASTCALL).
-void def_fast(pybind11::module_& m, const char* name, FastFn fn, const char* doc);
+// Adds fn to the module as `name` (a builtin function with METH_FASTCALL); `signature` is
+// "name(params)", shown by help() and inspect.signature().
+void def_fast(pybind11::module_& m, const char* name, FastFn fn, const char* signature);
 
 // Each family's binding file registers its functions with NK_PY_BINDINGS(name) { m.def(...); }
 // (a static registrar); the module calls them all once (bind_all), so adding a family adds a
