@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/backends.hpp"
+#include "channel_layout.hpp"
 #include "common/dyt_problem.hpp"
 #include "normkit/dyt.hpp"
 #include "validate.hpp"
@@ -14,84 +15,17 @@ namespace {
 using detail::fail;
 using detail::Role;
 
-// How the arrays shaped like x are walked (see dyt_problem.hpp).
-struct Layout {
-  bool per_row = false;  // channels first, one (n, c) plane per row
-  bool permuted = false;  // channels first computed as channels last (dim 1 moved last)
-  int lead = 0;           // the row dims are [0, lead) of the (permuted) view
-  int64_t rows = 0, width = 0, C = 0;
-};
+using detail::ChannelLayout;
 
-// Moves dim 1 to the end: a logical (N, C, *) view whose channel dim has unit stride is
-// then a channels-last (N, *, C) view of the same memory.
-TensorView channel_last_view(const TensorView& t) {
-  TensorView v = t;
-  for (int i = 1; i + 1 < t.ndim; ++i) {
-    v.shape[i] = t.shape[i + 1];
-    v.strides[i] = t.strides[i + 1];
-  }
-  v.shape[t.ndim - 1] = t.shape[1];
-  v.strides[t.ndim - 1] = t.strides[1];
-  return v;
-}
-
-Layout resolve_layout(const char* op, const TensorView& x, bool channels_last) {
-  Layout L;
-  if (x.ndim < (channels_last ? 1 : 2))
-    fail(ErrorKind::Value, std::string(op) + ": x: expected " +
-                               (channels_last ? "at least 1 dim (*, C)"
-                                              : "at least 2 dims (N, C, *) for channels_last=False") +
-                               ", got shape " + detail::shape_str(x));
-  const int nd = x.ndim;
-  if (channels_last || nd == 2) {
-    L.lead = nd - 1;
-    L.C = L.width = x.shape[nd - 1];
-  } else {
-    L.C = x.shape[1];
-    int64_t spatial = 1;
-    for (int i = 2; i < nd; ++i) spatial *= x.shape[i];
-    const bool planes = detail::dims_compact(x, 2);
-    const bool chan_unit = x.shape[1] == 1 || x.strides[1] == 1 || x.numel() == 0;
-    if (!planes && !chan_unit)
-      fail(ErrorKind::Value, std::string(op) +
-                                 ": x: for channels_last=False the dims after C must be "
-                                 "contiguous, or C must have unit stride (channels-last memory); "
-                                 "got neither (pass a contiguous copy)");
-    // Both readings work for some shapes ((N, C, 1, 1), or C == 1): take the longer rows.
-    if (planes && (!chan_unit || spatial >= L.C)) {
-      L.per_row = true;
-      L.lead = 2;
-      L.width = spatial;
-    } else {
-      L.permuted = true;
-      L.lead = nd - 1;
-      L.width = L.C;
-    }
-  }
-  L.rows = 1;
-  const TensorView v = L.permuted ? channel_last_view(x) : x;
-  for (int i = 0; i < L.lead; ++i) L.rows *= v.shape[i];
-  return L;
-}
-
-// An array shaped like x, walked the same way: the view the kernels index (permuted like x).
-TensorView like_x(const char* op, const Layout& L, const TensorView& t, const TensorView& x,
-                  const char* name, Role role) {
-  detail::check_like(op, t, name, x, role);
-  const TensorView v = L.permuted ? channel_last_view(t) : t;
-  detail::check_compact_tail(op, v, name, L.lead,
-                             L.per_row ? "the dims after C" : "the channel dim (C)", role);
-  return v;
+// An array shaped like x, walked the same way (channel_layout.hpp).
+TensorView like_x(const char* op, const ChannelLayout& L, const TensorView& t,
+                  const TensorView& x, const char* name, Role role) {
+  return detail::channel_like_x(op, L, t, x, name, role);
 }
 
 void check_alpha(const char* op, const TensorView& t, const char* name, const TensorView& x,
                  Role role) {
   detail::check_param(op, t, name, x, nullptr, 0, "one element", role);
-}
-
-void check_channel_param(const char* op, const Layout& L, const TensorView& t, const char* name,
-                         const TensorView& x, Role role) {
-  detail::check_param(op, t, name, x, &L.C, 1, "one per channel of x", role);
 }
 
 void dispatch_forward(const detail::DytProblem& p, const TensorView& x, Stream stream) {
@@ -119,12 +53,12 @@ detail::DytBackwardProblem resolve_backward(const DytBackwardArgs& a) {
   detail::check_view(x, op, "x");
   detail::check_float_dtype(x, op, "x");
   detail::check_aligned(x, op, "x");
-  const Layout L = resolve_layout(op, x, a.channels_last);
+  const ChannelLayout L = detail::resolve_channel_layout(op, x, a.channels_last);
   const TensorView xv = like_x(op, L, x, x, "x", Role::In);
   const TensorView dyv = like_x(op, L, *a.dy, x, "dy", Role::In);
   const TensorView dxv = like_x(op, L, *a.dx, x, "dx", Role::Out);
   check_alpha(op, *a.alpha, "alpha", x, Role::In);
-  if (a.weight) check_channel_param(op, L, *a.weight, "weight", x, Role::In);
+  if (a.weight) detail::check_channel_param(op, L, *a.weight, "weight", x, Role::In);
   if (a.dalpha) {
     check_alpha(op, *a.dalpha, "dalpha", x, Role::Out);
     if (a.dalpha->dtype != a.alpha->dtype)
@@ -132,8 +66,8 @@ detail::DytBackwardProblem resolve_backward(const DytBackwardArgs& a) {
                                 dtype_name(a.alpha->dtype) + " (the dtype of alpha), got " +
                                 dtype_name(a.dalpha->dtype));
   }
-  if (a.dweight) check_channel_param(op, L, *a.dweight, "dweight", x, Role::Out);
-  if (a.dbias) check_channel_param(op, L, *a.dbias, "dbias", x, Role::Out);
+  if (a.dweight) detail::check_channel_param(op, L, *a.dweight, "dweight", x, Role::Out);
+  if (a.dbias) detail::check_channel_param(op, L, *a.dbias, "dbias", x, Role::Out);
   detail::Aliasing(op)
       .in(a.dy, "dy").in(a.x, "x").in(a.alpha, "alpha").in(a.weight, "weight")
       .out(a.dx, "dx").out(a.dalpha, "dalpha").out(a.dweight, "dweight").out(a.dbias, "dbias")
@@ -176,12 +110,12 @@ void dyt_forward(const DytForwardArgs& a, Stream stream) {
   detail::check_view(x, op, "x");
   detail::check_float_dtype(x, op, "x");
   detail::check_aligned(x, op, "x");
-  const Layout L = resolve_layout(op, x, a.channels_last);
+  const ChannelLayout L = detail::resolve_channel_layout(op, x, a.channels_last);
   const TensorView xv = like_x(op, L, x, x, "x", Role::In);
   const TensorView yv = like_x(op, L, *a.y, x, "out", Role::Out);
   check_alpha(op, *a.alpha, "alpha", x, Role::In);
-  if (a.weight) check_channel_param(op, L, *a.weight, "weight", x, Role::In);
-  if (a.bias) check_channel_param(op, L, *a.bias, "bias", x, Role::In);
+  if (a.weight) detail::check_channel_param(op, L, *a.weight, "weight", x, Role::In);
+  if (a.bias) detail::check_channel_param(op, L, *a.bias, "bias", x, Role::In);
   detail::Aliasing(op)
       .in(a.x, "x").in(a.alpha, "alpha").in(a.weight, "weight").in(a.bias, "bias")
       .out(a.y, "out")

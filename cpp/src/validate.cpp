@@ -245,16 +245,18 @@ void check_param(const char* op, const TensorView& t, const char* name, const Te
 }
 
 void check_stat(const char* op, const TensorView& t, const char* name, const TensorView& x,
-                int64_t count, const char* what, Role role) {
+                int64_t count, const char* what, Role role, bool or_float64) {
   check_view(t, op, name);
   if (t.numel() != count)
     fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected " +
                                std::to_string(count) + " elements (" + what + " " +
                                shape_str(x) + "), got shape " + shape_str(t));
-  if (t.dtype != stat_dtype(x.dtype))
+  const DType want = stat_dtype(x.dtype);
+  if (t.dtype != want && !(or_float64 && t.dtype == DType::Float64))
     fail(ErrorKind::Type, std::string(op) + ": " + name + ": expected dtype " +
-                              dtype_name(stat_dtype(x.dtype)) + " for " + dtype_name(x.dtype) +
-                              " x, got " + dtype_name(t.dtype));
+                              dtype_name(want) +
+                              (or_float64 && want != DType::Float64 ? " or float64" : "") +
+                              " for " + dtype_name(x.dtype) + " x, got " + dtype_name(t.dtype));
   check_aligned(t, op, name);
   check_same_device(t, x, op, name, "x");
   if (!dims_compact(t, 0))

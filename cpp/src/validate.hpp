@@ -64,8 +64,9 @@ void check_param(const char* op, const TensorView& t, const char* name, const Te
                  const int64_t* shape, int nd, const char* what, Role role);
 // A per-row statistic: `count` elements in any shape, stat_dtype(x), x's device,
 // C-contiguous; writable when an output. `what` names the count ("one per row of x").
+// `or_float64`: float64 is accepted for any x too (split-phase statistics).
 void check_stat(const char* op, const TensorView& t, const char* name, const TensorView& x,
-                int64_t count, const char* what, Role role);
+                int64_t count, const char* what, Role role, bool or_float64 = false);
 
 // Aliasing rules of one call: every output may be exactly an input (same data, dtype, shape
 // and strides) but must not partly overlap any input, and no two outputs share any byte.

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from . import _core
 from ._ada_norm import ada_norm, ada_norm_backward, ada_norm_forward
+from ._batch_norm import (batch_norm, batch_norm_apply, batch_norm_backward,
+                          batch_norm_backward_apply, batch_norm_backward_reduce,
+                          batch_norm_forward, batch_norm_stats, moments_merge)
 from ._dyt import dyt, dyt_backward, dyt_forward
 from .functional import (
     add_layer_norm,
@@ -91,6 +94,14 @@ __all__ = [
     "add_rms_norm",
     "add_rms_norm_forward",
     "add_rms_norm_backward",
+    "batch_norm",
+    "batch_norm_forward",
+    "batch_norm_backward",
+    "batch_norm_stats",
+    "moments_merge",
+    "batch_norm_apply",
+    "batch_norm_backward_reduce",
+    "batch_norm_backward_apply",
     "dyt",
     "dyt_forward",
     "dyt_backward",

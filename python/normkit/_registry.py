@@ -61,7 +61,8 @@ import inspect
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    "Tensor", "OptionalTensor", "Float", "Int", "Bool", "Like", "Stat", "Out", "SameGrad", "Op",
+    "Tensor", "OptionalTensor", "Float", "Int", "Bool", "Like", "Stat", "ChannelStat", "Out",
+    "SameGrad", "Op",
     "DeclarationError",
 ]
 
@@ -149,15 +150,26 @@ class Stat:
         self.of, self.ndim = of, ndim
 
 
+class ChannelStat:
+    """One value per channel of input ``of`` (the channel-wise families: batch norm's saved
+    statistics): shape ``(C,)`` with C = ``of.shape[-1]`` when ``channels_last`` (a bool
+    input's name, or a constant) is true, else ``of.shape[1]``; dtype float32 — float64 for
+    float64 ``of`` (SPEC §0). Not counted by :meth:`Op.traffic` (C values next to x's)."""
+
+    def __init__(self, of: str, channels_last: Union[str, bool]):
+        self.of, self.channels_last = of, channels_last
+
+
 class Out:
-    """An output: its name, its allocation (:class:`Like` / :class:`Stat`) and its role.
+    """An output: its name, its allocation (:class:`Like` / :class:`Stat` /
+    :class:`ChannelStat`) and its role.
 
     ``differentiable=False``: autograd marks it non-differentiable (saved statistics).
     ``backward_only=True``: only a call that records autograd needs it (see module docstring).
     ``grad_of``: in a backward op, the forward input this output is the gradient of.
     """
 
-    def __init__(self, name: str, alloc: Union[Like, Stat], *, differentiable: bool = True,
+    def __init__(self, name: str, alloc: Union[Like, Stat, ChannelStat], *, differentiable: bool = True,
                  backward_only: bool = False, grad_of: Optional[str] = None):
         self.name, self.alloc = name, alloc
         self.differentiable, self.backward_only, self.grad_of = (
@@ -184,6 +196,13 @@ class SameGrad:
 
 # How an output is allocated (Op.alloc_plan).
 ALLOC_CONTIGUOUS, ALLOC_STRIDED, ALLOC_STAT = "contiguous", "strided", "stat"
+ALLOC_CHANNEL = "channel"
+
+
+def channel_count_expr(t: str, cl: str) -> str:
+    """Source of the ``(C,)`` shape of a :class:`ChannelStat` of tensor ``t`` (``cl``: the
+    source of its channels_last flag), as the generated code writes it."""
+    return f"({t}.shape[-1] if {cl} else {t}.shape[1],)"
 # Sources of a backward op's inputs (see Op._wire_backward).
 FROM_SAVED, FROM_KEPT, FROM_GRAD, FROM_NEED = "saved", "kept", "grad", "need"
 
@@ -239,6 +258,8 @@ def _generate_run(op) -> Callable:
             alloc = f"lib.empty_like_x({t})"
         elif kind is ALLOC_STRIDED:
             alloc = f"lib.empty_like_strided({t})"
+        elif kind is ALLOC_CHANNEL:
+            alloc = f"lib.empty_stat({t}, {channel_count_expr(t, op.channel_flag(nd_index))})"
         else:
             alloc = (f"lib.empty_stat({t}, tuple({t}.shape)[: len({t}.shape) - "
                      f"{names[nd_index]}])")
@@ -389,7 +410,16 @@ class Op:
         for o in self.outputs:
             src = self._input(o.alloc.of, f"output {o.name!r}", tensor=True)
             nd_index = None
-            if isinstance(o.alloc, Stat):
+            if isinstance(o.alloc, ChannelStat):
+                kind = ALLOC_CHANNEL
+                cl = o.alloc.channels_last
+                if isinstance(cl, str):
+                    nd_index = self._input(cl, f"output {o.name!r} channels_last")
+                    if self.inputs[nd_index].kind != "bool":
+                        self._fail(f"output {o.name!r}: channels_last must name a bool input")
+                else:
+                    nd_index = bool(cl)  # a constant
+            elif isinstance(o.alloc, Stat):
                 kind = ALLOC_STAT
                 nd_index = self._input(o.alloc.ndim, f"output {o.name!r}", tensor=False)
                 if o.alloc.ndim not in self._ndim_seen:
@@ -427,7 +457,8 @@ class Op:
             if (of not in nbytes or (o.backward_only and not training)
                     or (flag is not None and not flags.get(self.input_names[flag], False))):
                 continue
-            total += stat_bytes if kind is ALLOC_STAT else nbytes[of]
+            if kind is not ALLOC_CHANNEL:
+                total += stat_bytes if kind is ALLOC_STAT else nbytes[of]
         return total
 
     def training_traffic(self, nbytes, stat_bytes: int = 0, scalars=None,
@@ -444,7 +475,8 @@ class Op:
         out_bytes = {}
         for o, (kind, src, _, _) in zip(self.outputs, self.alloc_plan):
             if self.input_names[src] in nbytes:
-                out_bytes[o.name] = stat_bytes if kind is ALLOC_STAT else nbytes[self.input_names[src]]
+                out_bytes[o.name] = (0 if kind is ALLOC_CHANNEL else stat_bytes if kind is ALLOC_STAT
+                                     else nbytes[self.input_names[src]])
         missing = sorted({self.input_names[k] for _, _, _, args in self.aliases for k in args}
                          - set(scalars))
         if missing:
@@ -466,6 +498,11 @@ class Op:
                     bsizes[inp.name] = size
         return (self.traffic(nbytes, stat_bytes, training=True)
                 + self.backward.traffic(bsizes, stat_bytes, training=True, flags=flags))
+
+    def channel_flag(self, nd_index) -> str:
+        """Source of a :class:`ChannelStat`'s channels_last flag: the input's name or the
+        constant (its plan entry holds an input index or a bool)."""
+        return repr(nd_index) if type(nd_index) is bool else self.input_names[nd_index]
 
     def want(self, **by_name) -> tuple:
         """:attr:`no_grad_want` with some outputs overridden by name (``None``: skip)."""
@@ -512,6 +549,9 @@ class Op:
                     w = lib.empty_like_x(t)
                 elif kind is ALLOC_STRIDED:
                     w = lib.empty_like_strided(t)
+                elif kind is ALLOC_CHANNEL:
+                    cl = nd_index if type(nd_index) is bool else args[nd_index]
+                    w = lib.empty_stat(t, (t.shape[-1] if cl else t.shape[1],))
                 else:
                     shape = tuple(t.shape)
                     w = lib.empty_stat(t, shape[: len(shape) - args[nd_index]])

@@ -12,6 +12,7 @@
 //   Bad arguments throw normkit::Error (see error.hpp) naming the argument.
 #pragma once
 
+#include "normkit/batch_norm.hpp"
 #include "normkit/config.hpp"
 #include "normkit/dtype.hpp"
 #include "normkit/dyt.hpp"

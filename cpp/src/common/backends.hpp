@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <string>
 
+#include "common/batch_norm_problem.hpp"
 #include "common/dyt_problem.hpp"
 #include "common/row_norm_problem.hpp"
 #include "normkit/tensor.hpp"
@@ -17,6 +18,8 @@ size_t cpu_row_norm_backward_workspace_size(const RowNormBackwardProblem& p);
 void cpu_dyt_forward(const DytProblem& p);
 void cpu_dyt_backward(const DytBackwardProblem& p);  // also rows == 0: zero-filled sums
 size_t cpu_dyt_backward_workspace_size(const DytBackwardProblem& p);
+void cpu_batch_norm(const BnProblem& p);  // every BnOp; C >= 1 (rows == 0: sums zero-filled)
+void cpu_moments_merge(const MomentsMergeProblem& p);
 
 #if defined(NORMKIT_WITH_CUDA)
 // CUDA (cuda/): every function runs on `stream` on device p.device_index and does not
@@ -28,6 +31,8 @@ size_t row_norm_backward_workspace_size(const RowNormBackwardProblem& p);
 void dyt_forward(const DytProblem& p, Stream stream);
 void dyt_backward(const DytBackwardProblem& p, Stream stream);
 size_t dyt_backward_workspace_size(const DytBackwardProblem& p);
+void batch_norm(const BnProblem& p, Stream stream);
+void moments_merge(const MomentsMergeProblem& p, Stream stream);
 int device_count();            // 0 when there is no driver or no device (never throws)
 std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"
 }  // namespace cuda

@@ -12,6 +12,7 @@
 
 #include "common/row_norm_math.hpp"
 #include "cpu/kernels.hpp"
+#include "cpu/vec/moments.hpp"
 #include "cpu/vec/loops.hpp"
 #include "cpu/vec/vec.hpp"
 
@@ -23,104 +24,6 @@ namespace {
 using detail::Moments;
 using detail::RowNormBackwardProblem;
 using detail::RowNormProblem;
-
-// Note [Chunk size]: a chunk is the unit of the two-pass variance; it must stay in L1 between
-// the two passes (4096 × 4 B = 16 KB of float32, 8 KB of 16-bit data).
-template <typename T>
-constexpr int64_t kChunk = sizeof(T) == 8 ? 2048 : 4096;
-
-// Σ x over n elements with four independent accumulators (they hide the add latency; the
-// order is fixed by n alone, so the result depends only on the data).
-template <typename T, typename C>
-NK_ALWAYS_INLINE C row_sum(const T* x, int64_t n) {
-  using V = Vec<C>;
-  constexpr int64_t L = V::size;
-  V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-  int64_t j = 0;
-  for (; j + 4 * L <= n; j += 4 * L) {
-    a0 = a0 + V::load(x + j);
-    a1 = a1 + V::load(x + j + L);
-    a2 = a2 + V::load(x + j + 2 * L);
-    a3 = a3 + V::load(x + j + 3 * L);
-  }
-  for (; j + L <= n; j += L) a0 = a0 + V::load(x + j);
-  C s = ((a0 + a1) + (a2 + a3)).sum();
-  for (; j < n; ++j) s += C(to_compute(x[j]));
-  return s;
-}
-
-// Σ (x − m)² over n elements.
-template <typename T, typename C>
-NK_ALWAYS_INLINE C row_sum_sq_dev(const T* x, int64_t n, C m) {
-  using V = Vec<C>;
-  constexpr int64_t L = V::size;
-  const V vm = V::set1(m);
-  V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-  int64_t j = 0;
-  for (; j + 4 * L <= n; j += 4 * L) {
-    const V d0 = V::load(x + j) - vm, d1 = V::load(x + j + L) - vm;
-    const V d2 = V::load(x + j + 2 * L) - vm, d3 = V::load(x + j + 3 * L) - vm;
-    a0 = V::fmadd(d0, d0, a0);
-    a1 = V::fmadd(d1, d1, a1);
-    a2 = V::fmadd(d2, d2, a2);
-    a3 = V::fmadd(d3, d3, a3);
-  }
-  for (; j + L <= n; j += L) {
-    const V d = V::load(x + j) - vm;
-    a0 = V::fmadd(d, d, a0);
-  }
-  C s = ((a0 + a1) + (a2 + a3)).sum();
-  for (; j < n; ++j) {
-    const C d = C(to_compute(x[j])) - m;
-    s += d * d;
-  }
-  return s;
-}
-
-// Σ (x − m) and Σ (x − m)² over n elements, in one pass (Note [Corrected two-pass]).
-template <typename T, typename C>
-NK_ALWAYS_INLINE void row_dev_sums(const T* x, int64_t n, C m, C& s1_out, C& s2_out) {
-  using V = Vec<C>;
-  constexpr int64_t L = V::size;
-  const V vm = V::set1(m);
-  V a0 = V::zero(), a1 = V::zero(), q0 = V::zero(), q1 = V::zero();
-  int64_t j = 0;
-  for (; j + 2 * L <= n; j += 2 * L) {
-    const V d0 = V::load(x + j) - vm, d1 = V::load(x + j + L) - vm;
-    a0 = a0 + d0;
-    a1 = a1 + d1;
-    q0 = V::fmadd(d0, d0, q0);
-    q1 = V::fmadd(d1, d1, q1);
-  }
-  for (; j + L <= n; j += L) {
-    const V d = V::load(x + j) - vm;
-    a0 = a0 + d;
-    q0 = V::fmadd(d, d, q0);
-  }
-  C s1 = (a0 + a1).sum(), s2 = (q0 + q1).sum();
-  for (; j < n; ++j) {
-    const C d = C(to_compute(x[j])) - m;
-    s1 += d;
-    s2 += d * d;
-  }
-  s1_out = s1;
-  s2_out = s2;
-}
-
-// Mean and M2 = Σ(x − mean)² of a row (Notes [Variance by chunks], [Corrected two-pass]).
-template <typename T, typename C>
-void layer_stats(const T* x, int64_t H, double& mean, double& m2) {
-  Moments<double> acc{0.0, 0.0, 0.0};
-  for (int64_t j0 = 0; j0 < H; j0 += kChunk<T>) {
-    const int64_t n = H - j0 < kChunk<T> ? H - j0 : kChunk<T>;
-    const C m = row_sum<T, C>(x + j0, n) / C(n);
-    C s1, s2;
-    row_dev_sums<T, C>(x + j0, n, m, s1, s2);
-    acc = detail::merge_moments(acc, detail::corrected_moments<C>(n, m, s1, s2));
-  }
-  mean = acc.mean;
-  m2 = acc.m2;
-}
 
 // mean(x²): sums of squares are well conditioned (all terms positive), one pass.
 template <typename T, typename C>

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from normkit.torch import _ops
 
-__all__ = ["LayerNorm", "RMSNorm", "replace_norms"]
+__all__ = ["LayerNorm", "RMSNorm", "replace_norms", "replaces"]
 
 
 def _trailing_ok(x: Tensor, normalized_shape: Tuple[int, ...]) -> bool:
@@ -68,8 +68,21 @@ class RMSNorm(torch.nn.RMSNorm):
 _REPLACEMENTS = {torch.nn.LayerNorm: LayerNorm, torch.nn.RMSNorm: RMSNorm}
 
 
+def replaces(torch_class):
+    """Class decorator of a family's module: ``replace_norms`` swaps ``torch_class`` for it
+    (the family's registration; no central table)."""
+
+    def register(cls):
+        _REPLACEMENTS[torch_class] = cls
+        return cls
+
+    return register
+
+
 def replace_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """Makes every ``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm`` in ``model`` (``model``
+    """Makes every torch norm normkit has a module for — ``LayerNorm``, ``RMSNorm``,
+    ``BatchNorm1d/2d/3d``, ``SyncBatchNorm``, ``GroupNorm``, ``InstanceNorm1d/2d/3d`` as their
+    families are imported (``normkit.torch`` imports them all) — in ``model`` (``model``
     itself included) run normkit, in place, and returns ``model``.
 
     The swap changes each module's class to our subclass and nothing else: the module object,

@@ -1,0 +1,337 @@
+// Batch-norm CPU kernel (SPEC §4): the per-channel reductions (moments of x; the backward's
+// sums) and the elementwise passes, written once against Vec<C> and compiled once per ISA.
+// The per-channel math is common/batch_norm_math.hpp; what the dispatcher prepared is
+// cpu/batch_norm_prep.hpp.
+//
+// Note [Channel reductions in a fixed order]: a channel's statistics never depend on the
+// thread count. Channels first: each (n, c) plane is reduced alone (its moments by chunked
+// two-pass, its sums in a fixed vector order), and the planes of a channel are combined in
+// order n = 0, 1, ... — whether one thread walks the channel (channel_major) or the planes
+// were reduced in parallel first. Channels last: rows are cut into blocks by block_layout
+// (the shape alone); a block's columns are reduced row by row (moments: chunks of rows by
+// two-pass, Chan-merged in order), and blocks are combined in block order.
+//
+// Assumptions: validated (cpp/src/batch_norm.cpp) and prepared (cpu/batch_norm_dispatch.cpp):
+// rows >= 1, width >= 1, C >= 1; coefficient arrays are [C] of the compute type.
+// No static initializers in this file (it is compiled with ISA flags).
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/kernels.hpp"
+#include "cpu/vec/loops.hpp"
+#include "cpu/vec/moments.hpp"
+#include "cpu/vec/vec.hpp"
+
+namespace normkit::cpu::NK_CPU_ISA {
+namespace {
+
+using detail::BnProblem;
+
+// Rows of a channels-last chunk: the unit of its two-pass moments, ~64 KB of float32 (it
+// must stay in cache between the passes; the per-column merge is amortized over its rows).
+constexpr int64_t kColumnChunk = 16384;
+
+// Σdy, Σdy·d and Σd (d = x − hi) over n contiguous elements; the order is fixed by n alone.
+template <typename T, typename C>
+NK_ALWAYS_INLINE void run_sums(const T* dy, const T* x, int64_t n, C hi, C& s_dy, C& s_dyd,
+                               C& s_d) {
+  using V = Vec<C>;
+  constexpr int64_t L = V::size;
+  const V vh = V::set1(hi);
+  V a0 = V::zero(), a1 = V::zero(), b0 = V::zero(), b1 = V::zero(), c0 = V::zero(), c1 = V::zero();
+  int64_t j = 0;
+  for (; j + 2 * L <= n; j += 2 * L) {
+    const V g0 = V::load(dy + j), g1 = V::load(dy + j + L);
+    const V d0 = V::load(x + j) - vh, d1 = V::load(x + j + L) - vh;
+    a0 = a0 + g0;
+    a1 = a1 + g1;
+    b0 = V::fmadd(g0, d0, b0);
+    b1 = V::fmadd(g1, d1, b1);
+    c0 = c0 + d0;
+    c1 = c1 + d1;
+  }
+  for (; j + L <= n; j += L) {
+    const V g = V::load(dy + j), d = V::load(x + j) - vh;
+    a0 = a0 + g;
+    b0 = V::fmadd(g, d, b0);
+    c0 = c0 + d;
+  }
+  C sa = (a0 + a1).sum(), sb = (b0 + b1).sum(), sc = (c0 + c1).sum();
+  for (; j < n; ++j) {
+    const C g = C(to_compute(dy[j])), d = C(to_compute(x[j])) - hi;
+    sa += g;
+    sb += g * d;
+    sc += d;
+  }
+  s_dy = sa, s_dyd = sb, s_d = sc;
+}
+
+template <typename T, typename C>
+struct Kernel {
+  using V = Vec<C>;
+  static constexpr int64_t L = V::size;
+
+  const BnProblem& p;
+  const BnPrep& prep;
+  const T* X = static_cast<const T*>(p.x);
+  const T* DY = static_cast<const T*>(p.dy);
+  T* OUT = static_cast<T*>(p.out);
+  C* hi = static_cast<C*>(prep.hi);
+  C* ca = static_cast<C*>(prep.a);
+  C* cb = static_cast<C*>(prep.b);
+  C* cc = static_cast<C*>(prep.c);
+
+  void finish(int64_t ch) const {
+    bn_finish_channel<C>(prep.finish, ch, prep.r0[ch], prep.r1[ch], prep.r2 ? prep.r2[ch] : 0.0,
+                         hi, ca, cb, cc);
+  }
+
+  // ---- channels first: row r is the (n, c) plane -------------------------------------
+
+  // The plane's reduction into t[0..3) (moments: mean, M2; sums: Σdy, Σdy·d, Σd).
+  void plane_reduce(int64_t r, int64_t ch, double* t) const {
+    const T* xr = X + p.x_idx.offset(r);
+    if (prep.reduce == BnReduce::Moments) {
+      layer_stats<T, C>(xr, p.width, t[0], t[1]);
+      t[2] = 0;
+    } else {
+      C a, b, c;
+      run_sums<T, C>(DY + p.dy_idx.offset(r), xr, p.width, hi[ch], a, b, c);
+      t[0] = double(a), t[1] = double(b), t[2] = double(c);
+    }
+  }
+
+  // Combining plane results of a channel in order n = 0, 1, ...
+  struct Acc {
+    detail::Moments<double> m{0.0, 0.0, 0.0};
+    double s[3] = {0.0, 0.0, 0.0};
+  };
+  void accumulate(Acc& acc, const double* t, double count) const {
+    if (prep.reduce == BnReduce::Moments)
+      acc.m = detail::merge_moments(acc.m, detail::Moments<double>{count, t[0], t[1]});
+    else
+      for (int k = 0; k < 3; ++k) acc.s[k] += t[k];
+  }
+  void store(const Acc& acc, int64_t ch) const {
+    if (prep.reduce == BnReduce::Moments) {
+      prep.r0[ch] = acc.m.mean, prep.r1[ch] = acc.m.m2;
+    } else {
+      prep.r0[ch] = acc.s[0], prep.r1[ch] = acc.s[1];
+      if (prep.r2) prep.r2[ch] = acc.s[2];
+    }
+  }
+
+  template <bool kBwd, bool kNT>
+  void plane_apply(int64_t r, int64_t ch) const {
+    const T* xr = X + p.x_idx.offset(r);
+    T* outr = OUT + p.out_idx.offset(r);
+    const V vh = V::set1(hi[ch]), va = V::set1(ca[ch]), vb = V::set1(cb[ch]);
+    if constexpr (kBwd) {
+      const T* dyr = DY + p.dy_idx.offset(r);
+      const V vc = V::set1(cc[ch]);
+      for_each_vector<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
+        const V d = ld<T, V>(xr + j, n) - vh;
+        st<T, V>(V::fmadd(va, dy, V::fmadd(vb, d, vc)), outr + j, n, stream);
+      });
+    } else {
+      for_each_vector<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        st<T, V>(V::fmadd(ld<T, V>(xr + j, n) - vh, va, vb), outr + j, n, stream);
+      });
+    }
+  }
+
+  template <bool kBwd, bool kNT>
+  void channels_first() const {
+    const int64_t Cn = p.C, N = p.rows / p.C;
+    const bool reduce = prep.reduce != BnReduce::None, apply = OUT != nullptr;
+    const double S = double(p.width);
+    if (prep.channel_major) {  // a thread takes whole channels: reduce, finish, apply
+      parallel_ranges(prep.threads, Cn, [&](int, int64_t c0, int64_t c1) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          if (reduce) {
+            Acc acc;
+            for (int64_t n = 0; n < N; ++n) {
+              double t[3];
+              plane_reduce(n * Cn + ch, ch, t);
+              accumulate(acc, t, S);
+            }
+            store(acc, ch);
+            if (prep.fused) finish(ch);
+          }
+          if (apply)
+            for (int64_t n = 0; n < N; ++n) plane_apply<kBwd, kNT>(n * Cn + ch, ch);
+        }
+        if constexpr (kNT) stream_fence();  // Note [Fence on every thread]
+      });
+      return;
+    }
+    if (reduce) {  // planes in parallel, then each channel's planes in order
+      double* P = static_cast<double*>(prep.partials);
+      parallel_ranges(prep.threads, p.rows, [&](int, int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) plane_reduce(r, r % Cn, P + 3 * r);
+      });
+      for (int64_t ch = 0; ch < Cn; ++ch) {
+        Acc acc;
+        for (int64_t n = 0; n < N; ++n) accumulate(acc, P + 3 * (n * Cn + ch), S);
+        store(acc, ch);
+        if (prep.fused) finish(ch);
+      }
+    }
+    if (apply) {
+      parallel_ranges(prep.threads, p.rows, [&](int, int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) plane_apply<kBwd, kNT>(r, r % Cn);
+        if constexpr (kNT) stream_fence();
+      });
+    }
+  }
+
+  // ---- channels last: rows of C channels ------------------------------------------------
+
+  // Block blk's per-column reduction into P[blk][0..3][C] (double).
+  void block_reduce(int64_t blk, C* tmp) const {
+    const int64_t W = p.C;
+    double* out = static_cast<double*>(prep.partials) + blk * 3 * W;
+    const int64_t ra = blk * prep.rows_per_block;
+    const int64_t rb = ra + prep.rows_per_block < p.rows ? ra + prep.rows_per_block : p.rows;
+    C* t0 = tmp;
+    C* t1 = tmp + W;
+    C* t2 = tmp + 2 * W;
+    if (prep.reduce == BnReduce::Sums) {
+      std::memset(static_cast<void*>(tmp), 0, sizeof(C) * size_t(3 * W));
+      for (int64_t r = ra; r < rb; ++r) {
+        const T* dyr = DY + p.dy_idx.offset(r);
+        const T* xr = X + p.x_idx.offset(r);
+        for (int64_t j = 0; j < W; j += L) {
+          const int64_t n = W - j < L ? W - j : L;
+          const V g = ld<T, V>(dyr + j, n), d = ld<T, V>(xr + j, n) - ld<C, V>(hi + j, n);
+          st<C, V>(ld<C, V>(t0 + j, n) + g, t0 + j, n, false);
+          st<C, V>(V::fmadd(g, d, ld<C, V>(t1 + j, n)), t1 + j, n, false);
+          st<C, V>(ld<C, V>(t2 + j, n) + d, t2 + j, n, false);
+        }
+      }
+      for (int64_t k = 0; k < 3 * W; ++k) out[k] = double(tmp[k]);
+      return;
+    }
+    // Moments: chunks of R rows, each by two passes over the chunk (in cache), merged in order.
+    const int64_t R = W >= kColumnChunk ? 1 : kColumnChunk / W;
+    double* mean = out;
+    double* m2 = out + W;
+    double count = 0;
+    for (int64_t q0 = ra; q0 < rb; q0 += R) {
+      const int64_t q1 = q0 + R < rb ? q0 + R : rb;
+      const C inv = C(1) / C(q1 - q0);
+      std::memset(static_cast<void*>(t0), 0, sizeof(C) * size_t(W));
+      for (int64_t r = q0; r < q1; ++r) {
+        const T* xr = X + p.x_idx.offset(r);
+        for (int64_t j = 0; j < W; j += L) {
+          const int64_t n = W - j < L ? W - j : L;
+          st<C, V>(ld<C, V>(t0 + j, n) + ld<T, V>(xr + j, n), t0 + j, n, false);
+        }
+      }
+      for (int64_t j = 0; j < W; j += L) {  // the chunk's column means
+        const int64_t n = W - j < L ? W - j : L;
+        st<C, V>(ld<C, V>(t0 + j, n) * V::set1(inv), t0 + j, n, false);
+      }
+      std::memset(static_cast<void*>(t1), 0, sizeof(C) * size_t(2 * W));
+      for (int64_t r = q0; r < q1; ++r) {
+        const T* xr = X + p.x_idx.offset(r);
+        for (int64_t j = 0; j < W; j += L) {
+          const int64_t n = W - j < L ? W - j : L;
+          const V d = ld<T, V>(xr + j, n) - ld<C, V>(t0 + j, n);
+          st<C, V>(ld<C, V>(t1 + j, n) + d, t1 + j, n, false);
+          st<C, V>(V::fmadd(d, d, ld<C, V>(t2 + j, n)), t2 + j, n, false);
+        }
+      }
+      const int64_t rows = q1 - q0;
+      for (int64_t j = 0; j < W; ++j) {
+        const detail::Moments<double> cm = detail::corrected_moments<C>(rows, t0[j], t1[j], t2[j]);
+        const detail::Moments<double> acc =
+            detail::merge_moments(detail::Moments<double>{count, mean[j], m2[j]}, cm);
+        mean[j] = acc.mean, m2[j] = acc.m2;
+      }
+      count += double(rows);
+    }
+  }
+
+  template <bool kBwd, bool kNT>
+  void row_apply(int64_t r) const {
+    const T* xr = X + p.x_idx.offset(r);
+    T* outr = OUT + p.out_idx.offset(r);
+    if constexpr (kBwd) {
+      const T* dyr = DY + p.dy_idx.offset(r);
+      for_each_vector<T, C>(p.C, outr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
+        const V d = ld<T, V>(xr + j, n) - ld<C, V>(hi + j, n);
+        st<T, V>(V::fmadd(ld<C, V>(ca + j, n), dy, V::fmadd(ld<C, V>(cb + j, n), d, ld<C, V>(cc + j, n))),
+                 outr + j, n, stream);
+      });
+    } else {
+      for_each_vector<T, C>(p.C, outr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        const V d = ld<T, V>(xr + j, n) - ld<C, V>(hi + j, n);
+        st<T, V>(V::fmadd(d, ld<C, V>(ca + j, n), ld<C, V>(cb + j, n)), outr + j, n, stream);
+      });
+    }
+  }
+
+  template <bool kBwd, bool kNT>
+  void channels_last() const {
+    const int64_t W = p.C;
+    if (prep.reduce != BnReduce::None) {
+      const double* P = static_cast<const double*>(prep.partials);
+      C* temp = reinterpret_cast<C*>(static_cast<double*>(prep.partials) + prep.nblocks * 3 * W);
+      parallel_ranges(prep.threads, prep.nblocks, [&](int t, int64_t b0, int64_t b1) {
+        for (int64_t blk = b0; blk < b1; ++blk) block_reduce(blk, temp + int64_t(t) * 3 * W);
+      });
+      for (int64_t ch = 0; ch < W; ++ch) {  // blocks in order
+        Acc acc;
+        for (int64_t blk = 0; blk < prep.nblocks; ++blk) {
+          const double* q = P + blk * 3 * W;
+          const double t[3] = {q[ch], q[W + ch], q[2 * W + ch]};
+          const int64_t ra = blk * prep.rows_per_block;
+          const int64_t rb = ra + prep.rows_per_block < p.rows ? ra + prep.rows_per_block : p.rows;
+          accumulate(acc, t, double(rb - ra));
+        }
+        store(acc, ch);
+        if (prep.fused) finish(ch);
+      }
+    }
+    if (OUT != nullptr) {
+      parallel_ranges(prep.threads, p.rows, [&](int, int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) row_apply<kBwd, kNT>(r);
+        if constexpr (kNT) stream_fence();
+      });
+    }
+  }
+
+  template <bool kBwd, bool kNT>
+  void run() const {
+    if (p.per_row)
+      channels_first<kBwd, kNT>();
+    else
+      channels_last<kBwd, kNT>();
+  }
+};
+
+template <typename T>
+void typed(const BnProblem& p, const BnPrep& prep) {
+  using C = compute_t<T>;
+  const Kernel<T, C> k{p, prep};
+  if (prep.backward)
+    prep.nontemporal ? k.template run<true, true>() : k.template run<true, false>();
+  else
+    prep.nontemporal ? k.template run<false, true>() : k.template run<false, false>();
+}
+
+}  // namespace
+
+void batch_norm(const BnProblem& p, const BnPrep& prep) {
+  switch (p.x_dtype) {
+    case DType::Float32: return typed<float>(p, prep);
+    case DType::Float64: return typed<double>(p, prep);
+    case DType::Float16: return typed<half_t>(p, prep);
+    case DType::BFloat16: return typed<bfloat16_t>(p, prep);
+  }
+}
+
+}  // namespace normkit::cpu::NK_CPU_ISA
