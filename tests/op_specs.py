@@ -57,13 +57,20 @@ class OpSpec:
     # constant (SPEC §8), so its gradient is not the forward's.
     fd_forward: Optional[Callable[[dict, dict], dict]] = None
     exact_gradient: bool = True  # False: gradcheck against the forward does not apply
+    # False: outputs depend on the whole batch by definition (batch norm's statistics); the
+    # thread and run-to-run checks still apply, the batch-prefix one does not.
+    batch_invariant: bool = True
+    # The op's other declarations without a backward ("module:NAME": batch norm's split
+    # phases), tested by the family's own file; listed so the registry check knows them.
+    phases: Tuple[str, ...] = ()
+    bench: bool = True  # in normkit.bench's OPS
     # Bytes moved, closed form (A activation, P parameter, S statistic, e one element).
     traffic: Dict[str, Callable[[int, int, int, int], int]] = field(default_factory=dict)
 
-    def declaration(self):
+    def declaration(self, decl: Optional[str] = None):
         import importlib
 
-        mod, attr = self.decl.split(":")
+        mod, attr = (decl or self.decl).split(":")
         return getattr(importlib.import_module(f"normkit.{mod}"), attr)
 
     def __str__(self):
@@ -207,6 +214,52 @@ def _ada_fd_forward(args, base):
 # The specs
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# Batch norm (SPEC §4)
+# ---------------------------------------------------------------------------------------------
+
+
+def _bn_make(shape, dtype, seed, variant):
+    training, channels_last, affine, running = variant
+    if len(shape) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    c = shape[-1] if channels_last or len(shape) == 2 else shape[1]
+    args = {
+        "x": R.round_to(rng.normal(0.5, 1.5, shape), dtype),
+        "weight": R.round_to(rng.normal(1.0, 0.5, (c,)), dtype) if affine else None,
+        "bias": R.round_to(rng.normal(0.0, 0.5, (c,)), dtype) if affine else None,
+        "running_mean": R.round_to(rng.normal(0.2, 0.3, (c,)), dtype) if running else None,
+        "running_var": R.round_to(rng.uniform(0.5, 2.0, (c,)), dtype) if running else None,
+        "training": training, "momentum": 0.1, "eps": 1e-5, "channels_last": channels_last,
+    }
+    label = (f"{'train' if training else 'eval'}-{'last' if channels_last else 'first'}"
+             f"{'-affine' if affine else ''}{'-running' if running else ''}")
+    return Sample(label, args, {"y": R.round_to(rng.normal(0.0, 1.0, shape), dtype)})
+
+
+def _bn_ref(args):
+    return R.batch_norm_forward(args["x"], args["weight"], args["bias"], args["running_mean"],
+                                args["running_var"], args["training"], args["momentum"],
+                                args["eps"], args["channels_last"])
+
+
+def _bn_reference(args):
+    y, mean, rstd, rm, rv = _bn_ref(args)
+    empty = np.empty((0,))
+    return {"y": y, "save_mean": mean, "save_rstd": rstd,
+            "new_running_mean": empty if rm is None else rm,
+            "new_running_var": empty if rv is None else rv}
+
+
+def _bn_reference_grads(args, grads):
+    _, mean, rstd, _, _ = _bn_ref(args)
+    dx, dw, db = R.batch_norm_backward(grads["y"], args["x"], mean, rstd, args["weight"],
+                                       args["training"], args["channels_last"])
+    return {"x": dx, "weight": dw if args["weight"] is not None else None,
+            "bias": db if args["bias"] is not None else None}
+
+
 SPECS: List[OpSpec] = [
     _row_spec("layer_norm", "_row_norm_ops:LAYER_NORM",
               {"fwd": lambda A, P, S, e: 2 * A + 2 * P,
@@ -232,6 +285,14 @@ SPECS: List[OpSpec] = [
            fd_forward=_ada_fd_forward, exact_gradient=False,
            traffic={"fwd": lambda A, P, S, e: 2 * A,
                     "fwd+bwd": lambda A, P, S, e: 5 * A + 4 * S}),
+    OpSpec("batch_norm", "_batch_norm:BATCH_NORM", _bn_make,
+           ((True, False, True, True), (True, True, True, False), (False, False, True, True),
+            (True, False, False, True), (False, True, False, True)),
+           ((3, 4), (2, 3, 4), (2, 2, 3, 2)), (33, 64, 7, 7), _bn_reference, _bn_reference_grads,
+           batch_invariant=False, bench=False,
+           phases=("_batch_norm:BATCH_NORM_STATS", "_batch_norm:MOMENTS_MERGE",
+                   "_batch_norm:BATCH_NORM_APPLY", "_batch_norm:BATCH_NORM_BACKWARD_REDUCE",
+                   "_batch_norm:BATCH_NORM_BACKWARD_APPLY")),
 ]
 BY_NAME = {s.name: s for s in SPECS}
 

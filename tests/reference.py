@@ -316,6 +316,53 @@ def _channel_axes(x: np.ndarray, channels_last: bool):
     return tuple(i for i in range(x.ndim) if i != c)
 
 
+def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
+                       training=True, momentum=0.1, eps=1e-5, channels_last=False):
+    """SPEC §4: per channel over N and the spatial dims (channel dim 1, or the last). Returns
+    (y, mean, rstd, new_running_mean, new_running_var); the running statistics are None when
+    absent, and unchanged in evaluation."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = _channel_axes(x, channels_last and x.ndim > 2)
+    shape = _channel_shape(x, channels_last or x.ndim == 2)
+    M = x.size // x.shape[-1 if channels_last or x.ndim == 2 else 1]
+    if training:
+        mean = x.mean(axis=axes)
+        var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    else:
+        mean, var = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = (x - mean.reshape(shape)) * rstd.reshape(shape)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64).reshape(shape)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64).reshape(shape)
+    rm = rv = None
+    if running_mean is not None:
+        rm, rv = np.asarray(running_mean, np.float64), np.asarray(running_var, np.float64)
+        if training:
+            rm = (1 - momentum) * rm + momentum * mean
+            rv = (1 - momentum) * rv + momentum * var * M / (M - 1)
+    return y, mean, rstd, rm, rv
+
+
+def batch_norm_backward(dy, x, mean, rstd, weight=None, training=True, channels_last=False):
+    """SPEC §4 backward: (dx, dweight, dbias); dx = γ·rstd·(dy − mean(dy) − x̂·mean(dy·x̂))
+    in training, γ·rstd·dy in evaluation."""
+    x = np.asarray(x, np.float64)
+    dy = np.asarray(dy, np.float64)
+    axes = _channel_axes(x, channels_last and x.ndim > 2)
+    shape = _channel_shape(x, channels_last or x.ndim == 2)
+    xhat = (x - np.asarray(mean, np.float64).reshape(shape)) * np.asarray(rstd, np.float64).reshape(shape)
+    w = 1.0 if weight is None else np.asarray(weight, np.float64).reshape(shape)
+    r = np.asarray(rstd, np.float64).reshape(shape)
+    if training:
+        dx = w * r * (dy - dy.mean(axis=axes, keepdims=True)
+                      - xhat * (dy * xhat).mean(axis=axes, keepdims=True))
+    else:
+        dx = w * r * dy
+    return dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. finite differences
 # ---------------------------------------------------------------------------------------------

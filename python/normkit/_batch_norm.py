@@ -200,8 +200,8 @@ def _in_place_ok(a) -> bool:
     or torch tensor (others get the result copied in)."""
     if is_torch(a):
         return a.is_contiguous() and not a.requires_grad
-    return type(a).__name__ == "ndarray" and a.flags.c_contiguous and a.flags.writeable \
-        and a.flags.aligned
+    # (A read-only array goes to the core, which names it.)
+    return type(a).__name__ == "ndarray" and a.flags.c_contiguous and a.flags.aligned
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, training=False,

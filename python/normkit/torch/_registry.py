@@ -216,7 +216,13 @@ def _setup_lines(op: Op, indent: str, eager: bool) -> list:
     marked = [op.output_names[k] for k in op.non_differentiable_outputs
               if not (eager and op.outputs[k].backward_only)]
     if marked:
-        lines.append(f"ctx.mark_non_differentiable({', '.join(marked)})")
+        # An output of an absent optional input (batch norm's running statistics) is None.
+        optional = [n for n in marked if op.inputs[op.alloc_plan[op._out[n]][1]].kind != "Tensor"]
+        if optional:
+            lines.append(f"ctx.mark_non_differentiable(*[_g_t for _g_t in ({', '.join(marked)},) "
+                         f"if _g_t is not None])")
+        else:
+            lines.append(f"ctx.mark_non_differentiable({', '.join(marked)})")
     lines.append(f"ctx.save_for_backward({', '.join(name(s, k) for s, k in op.saved)})")
     if op.kept:
         lines.append(f"ctx.nk_kept = ({''.join(f'args[{k}], ' for k in op.kept)})")
