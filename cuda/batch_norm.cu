@@ -66,14 +66,14 @@ struct RedArgs {
 
 // Channels first. Assumptions: blockDim.x = kThreads, blockDim.y = 1; any grid (grid-stride
 // over planes; the loop is uniform over the block).
-template <typename T>
+template <typename T, int kMode>
 __global__ void __launch_bounds__(kThreads) bn_reduce_planes_kernel(const __grid_constant__ RedArgs a) {
   using C = compute_t<T>;
   __shared__ C red[kThreads / 32][3];
   for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
     const T* xr = static_cast<const T*>(a.x) + a.x_idx.offset(r);
     double* out = a.part + 3 * r;
-    if (a.mode == kMoments) {
+    if constexpr (kMode == kMoments) {
       C s[1] = {C(0)};
       for (int64_t j = threadIdx.x; j < a.width; j += kThreads) s[0] += to_c(xr[j]);
       group_sum(s, red);
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) bn_reduce_planes_kernel(const __grid
 
 // Channels last. Assumptions: blockDim = (kColTile, kColRows); gridDim = (ceil(C / kColTile),
 // nsplit).
-template <typename T>
+template <typename T, int kMode>
 __global__ void __launch_bounds__(kColTile* kColRows) bn_reduce_columns_kernel(const __grid_constant__ RedArgs a) {
   using C = compute_t<T>;
   __shared__ double red[3][kColRows][kColTile];
@@ -117,7 +117,7 @@ __global__ void __launch_bounds__(kColTile* kColRows) bn_reduce_columns_kernel(c
   const int64_t r1 = min(r0 + a.rows_per_split, a.rows);
   double v0 = 0.0, v1 = 0.0, v2 = 0.0;
   if (col < a.C) {
-    if (a.mode == kMoments) {  // Welford over this thread's rows
+    if constexpr (kMode == kMoments) {  // Welford over this thread's rows
       C n = C(0), mean = C(0), m2 = C(0);
       for (int64_t r = r0 + ty; r < r1; r += kColRows) {
         const C x = to_c(static_cast<const T*>(a.x)[a.x_idx.offset(r) + col]);
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kColTile* kColRows) bn_reduce_columns_kernel(c
   __syncthreads();
   if (ty == 0 && col < a.C) {
     double* out = a.part + int64_t(blockIdx.y) * 3 * a.C;
-    if (a.mode == kMoments) {
+    if constexpr (kMode == kMoments) {
       Moments<double> m{0.0, 0.0, 0.0};
       for (int k = 0; k < kColRows; ++k)  // the row lanes in order
         m = merge_moments(m, Moments<double>{red[0][k][tx], red[1][k][tx], red[2][k][tx]});
@@ -348,11 +348,13 @@ void run(const BnProblem& p, cudaStream_t st) {
     r.x = p.x, r.x_idx = p.x_idx, r.dy = p.dy, r.dy_idx = p.dy_idx;
     r.mean = arr(p.mean);
     r.part = part;
+    const bool moments = mode == kMoments;
     if (p.per_row) {
-      const auto k = bn_reduce_planes_kernel<T>;
+      const auto k = moments ? bn_reduce_planes_kernel<T, kMoments> : bn_reduce_planes_kernel<T, kSums>;
       launch("bn_reduce_planes_kernel", k, grid_size(k, kThreads, p.rows, p.device_index), kThreads, 0, st, r);
     } else {
-      launch("bn_reduce_columns_kernel", bn_reduce_columns_kernel<T>,
+      launch("bn_reduce_columns_kernel",
+             moments ? bn_reduce_columns_kernel<T, kMoments> : bn_reduce_columns_kernel<T, kSums>,
              dim3(unsigned(ceil_div(Cn, kColTile)), unsigned(parts)), dim3(kColTile, kColRows), 0, st, r);
     }
   }
