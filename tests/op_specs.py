@@ -260,6 +260,81 @@ def _bn_reference_grads(args, grads):
             "bias": db if args["bias"] is not None else None}
 
 
+# ---------------------------------------------------------------------------------------------
+# Group and instance norm (SPEC §5)
+# ---------------------------------------------------------------------------------------------
+
+
+def _gn_make(shape, dtype, seed, variant):
+    channels_last, affine, groups = variant
+    if len(shape) < 2:
+        return None
+    c = shape[-1] if channels_last or len(shape) == 2 else shape[1]
+    G = {"one": 1, "all": c, "two": 2}[groups]
+    if c % G or np.prod(shape) // (shape[0] * G) == 1:
+        return None  # (a one-element group: var 0, rstd = eps^-1/2 amplifies every rounding)
+    rng = np.random.default_rng(seed)
+    args = {
+        "x": R.round_to(rng.normal(0.5, 1.5, shape), dtype),
+        "weight": R.round_to(rng.normal(1.0, 0.5, (c,)), dtype) if affine else None,
+        "bias": R.round_to(rng.normal(0.0, 0.5, (c,)), dtype) if affine else None,
+        "num_groups": G, "eps": 1e-5, "channels_last": channels_last,
+    }
+    label = f"{'last' if channels_last else 'first'}-G{groups}{'-affine' if affine else ''}"
+    return Sample(label, args, {"y": R.round_to(rng.normal(0.0, 1.0, shape), dtype)})
+
+
+def _gn_reference(args):
+    y, mean, rstd = R.group_norm_forward(args["x"], args["num_groups"], args["weight"],
+                                         args["bias"], args["eps"], args["channels_last"])
+    return {"y": y, "save_mean": mean, "save_rstd": rstd}
+
+
+def _gn_reference_grads(args, grads):
+    _, mean, rstd = R.group_norm_forward(args["x"], args["num_groups"], args["weight"],
+                                         args["bias"], args["eps"], args["channels_last"])
+    dx, dw, db = R.group_norm_backward(grads["y"], args["x"], mean, rstd, args["num_groups"],
+                                       args["weight"], args["channels_last"])
+    return {"x": dx, "weight": dw if args["weight"] is not None else None,
+            "bias": db if args["bias"] is not None else None}
+
+
+def _in_make(shape, dtype, seed, variant):
+    channels_last, affine, running = variant
+    nd = len(shape)
+    if nd < 3:  # instance norm needs spatial positions
+        return None
+    rng = np.random.default_rng(seed)
+    c = shape[-1] if channels_last else shape[1]
+    args = {
+        "x": R.round_to(rng.normal(0.5, 1.5, shape), dtype),
+        "weight": R.round_to(rng.normal(1.0, 0.5, (c,)), dtype) if affine else None,
+        "bias": R.round_to(rng.normal(0.0, 0.5, (c,)), dtype) if affine else None,
+        "running_mean": R.round_to(rng.normal(0.2, 0.3, (c,)), dtype) if running else None,
+        "running_var": R.round_to(rng.uniform(0.5, 2.0, (c,)), dtype) if running else None,
+        "momentum": 0.1, "eps": 1e-5, "channels_last": channels_last,
+    }
+    label = (f"{'last' if channels_last else 'first'}{'-affine' if affine else ''}"
+             f"{'-running' if running else ''}")
+    return Sample(label, args, {"y": R.round_to(rng.normal(0.0, 1.0, shape), dtype)})
+
+
+def _in_reference(args):
+    y, mean, rstd, rm, rv = R.instance_norm_forward(
+        args["x"], args["weight"], args["bias"], args["running_mean"], args["running_var"],
+        args["momentum"], args["eps"], args["channels_last"])
+    empty = np.empty((0,))
+    return {"y": y, "save_mean": mean, "save_rstd": rstd,
+            "new_running_mean": empty if rm is None else rm,
+            "new_running_var": empty if rv is None else rv}
+
+
+def _in_reference_grads(args, grads):
+    x = args["x"]
+    c = x.shape[-1] if args["channels_last"] else x.shape[1]
+    return _gn_reference_grads(dict(args, num_groups=c), grads)
+
+
 SPECS: List[OpSpec] = [
     _row_spec("layer_norm", "_row_norm_ops:LAYER_NORM",
               {"fwd": lambda A, P, S, e: 2 * A + 2 * P,
@@ -293,6 +368,16 @@ SPECS: List[OpSpec] = [
            phases=("_batch_norm:BATCH_NORM_STATS", "_batch_norm:MOMENTS_MERGE",
                    "_batch_norm:BATCH_NORM_APPLY", "_batch_norm:BATCH_NORM_BACKWARD_REDUCE",
                    "_batch_norm:BATCH_NORM_BACKWARD_APPLY")),
+    OpSpec("group_norm", "_group_norm:GROUP_NORM", _gn_make,
+           ((False, True, "two"), (True, True, "two"), (False, False, "one"),
+            (True, False, "all"), (False, True, "all")),
+           ((2, 4), (2, 4, 3), (2, 2, 3, 2), (3, 3, 2, 2)), (33, 64, 7, 7), _gn_reference,
+           _gn_reference_grads, bench=False),
+    OpSpec("instance_norm", "_group_norm:INSTANCE_NORM", _in_make,
+           ((False, True, True), (True, True, False), (False, False, False),
+            (True, False, True)),
+           ((2, 3, 4), (2, 2, 3, 2), (3, 3, 2, 2)), (33, 64, 7, 7), _in_reference,
+           _in_reference_grads, bench=False),
 ]
 BY_NAME = {s.name: s for s in SPECS}
 

@@ -363,6 +363,75 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, training=True, channels_
     return dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
 
 
+def _groups_view(x: np.ndarray, G: int, channels_last: bool):
+    """x as (N, G, C/G, S) (channels to the front for channels-last data), and the inverse."""
+    cl = channels_last or x.ndim == 2
+    xc = np.moveaxis(x, -1, 1) if cl else x
+    N, C = xc.shape[0], xc.shape[1]
+    g = xc.reshape(N, G, C // G, -1)
+
+    def back(a):
+        a = a.reshape(xc.shape)
+        return np.moveaxis(a, 1, -1) if cl else a
+
+    return g, back
+
+
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, channels_last=False):
+    """SPEC §5: per sample and group of C/G channels, over the group's channels and every
+    spatial position. Returns (y, mean [N, G], rstd [N, G])."""
+    x = np.asarray(x, np.float64)
+    g, back = _groups_view(x, num_groups, channels_last)
+    mean = g.mean(axis=(2, 3))
+    var = ((g - mean[:, :, None, None]) ** 2).mean(axis=(2, 3))
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = back((g - mean[:, :, None, None]) * rstd[:, :, None, None])
+    shape = _channel_shape(x, channels_last or x.ndim == 2)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64).reshape(shape)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64).reshape(shape)
+    return y, mean, rstd
+
+
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, channels_last=False):
+    """SPEC §5 backward: (dx, dweight, dbias); per group, g = dy·γ,
+    dx = rstd·(g − mean(g) − x̂·mean(g·x̂))."""
+    x = np.asarray(x, np.float64)
+    dy = np.asarray(dy, np.float64)
+    cl = channels_last or x.ndim == 2
+    shape = _channel_shape(x, cl)
+    axes = _channel_axes(x, cl)
+    mean = np.asarray(mean, np.float64)
+    rstd = np.asarray(rstd, np.float64)
+    xg, back = _groups_view(x, num_groups, channels_last)
+    xhat = back((xg - mean[:, :, None, None]) * rstd[:, :, None, None])
+    w = 1.0 if weight is None else np.asarray(weight, np.float64).reshape(shape)
+    gg, _ = _groups_view(dy * w, num_groups, channels_last)
+    xh, _ = _groups_view(xhat, num_groups, channels_last)
+    dx = back(rstd[:, :, None, None] * (gg - gg.mean(axis=(2, 3), keepdims=True)
+                                        - xh * (gg * xh).mean(axis=(2, 3), keepdims=True)))
+    return dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
+def instance_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
+                          momentum=0.1, eps=1e-5, channels_last=False):
+    """SPEC §5: group norm with G = C; running statistics (if given) updated with the batch
+    mean of each instance's mean and unbiased variance (torch's InstanceNorm*d). Returns
+    (y, mean [N, C], rstd [N, C], new_running_mean, new_running_var)."""
+    x = np.asarray(x, np.float64)
+    C = x.shape[-1] if channels_last or x.ndim == 2 else x.shape[1]
+    y, mean, rstd = group_norm_forward(x, C, weight, bias, eps, channels_last)
+    rm = rv = None
+    if running_mean is not None:
+        S = x.size // (x.shape[0] * C)
+        g, _ = _groups_view(x, C, channels_last)
+        var_u = ((g - mean[:, :, None, None]) ** 2).sum(axis=(2, 3)) / (S - 1)
+        rm = (1 - momentum) * np.asarray(running_mean, np.float64) + momentum * mean.mean(axis=0)
+        rv = (1 - momentum) * np.asarray(running_var, np.float64) + momentum * var_u.mean(axis=0)
+    return y, mean, rstd, rm, rv
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. finite differences
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <string>
 
-#include "channel_layout.hpp"
+#include "channel_call.hpp"
 #include "common/backends.hpp"
 #include "common/batch_norm_problem.hpp"
 #include "normkit/batch_norm.hpp"
@@ -21,74 +21,19 @@ using detail::ChannelLayout;
 using detail::fail;
 using detail::Role;
 
-void require(const char* op, const TensorView* t, const char* name) {
-  if (t == nullptr) fail(ErrorKind::Value, std::string(op) + ": " + name + ": is required");
-}
+using detail::require_arg;
 
-detail::Chan chan(const TensorView* t) {
-  detail::Chan c;
-  if (t) c.p = t->data, c.dtype = t->dtype;
-  return c;
-}
-
-// What every entry point starts with: x checked and its layout resolved.
-struct Call {
-  const char* op;
-  const TensorView& x;
-  ChannelLayout L;
-  BnProblem p;
-
+struct Call : detail::ChannelCall<BnProblem> {
   Call(const char* op_, BnOp kind, const TensorView* xp, bool channels_last)
-      : op(op_), x(*xp) {
-    detail::check_view(x, op, "x");
-    detail::check_float_dtype(x, op, "x");
-    detail::check_aligned(x, op, "x");
-    L = detail::resolve_channel_layout(op, x, channels_last);
+      : ChannelCall(op_, xp, channels_last) {
     p.op = kind;
-    p.device_index = x.device_index;
-    p.x_dtype = x.dtype;
-    p.per_row = L.per_row;
-    p.rows = L.rows;
-    p.width = L.width;
-    p.C = L.C;
-  }
-  bool empty() const { return L.rows == 0 || L.width == 0; }
-
-  // An array shaped like x: its data and row index (none for an empty call).
-  void like_x(const TensorView* t, const char* name, Role role, const void** data,
-              detail::RowIndex* idx) {
-    const TensorView v = detail::channel_like_x(op, L, *t, x, name, role);
-    if (!empty()) {
-      *data = t->data;
-      *idx = detail::make_row_index(v, L.lead, op, name);
-    }
-  }
-  void x_in() { like_x(&x, "x", Role::In, &p.x, &p.x_idx); }
-  void dy_in(const TensorView* dy) { like_x(dy, "dy", Role::In, &p.dy, &p.dy_idx); }
-  void out(const TensorView* t, const char* name) {
-    const void* d = nullptr;
-    like_x(t, name, Role::Out, &d, &p.out_idx);
-    p.out = const_cast<void*>(d);
-  }
-  Chan param(const TensorView* t, const char* name, Role role) {
-    if (t) detail::check_channel_param(op, L, *t, name, x, role);
-    return chan(t);
-  }
-  Chan stat(const TensorView* t, const char* name, Role role, bool or_float64) {
-    if (t) detail::check_stat(op, *t, name, x, L.C, "one per channel of x", role, or_float64);
-    return chan(t);
   }
   void dispatch(Stream stream) const {
-    if (x.device == DeviceType::CUDA) {
-      detail::check_cuda_device(x, op, "x");
 #if defined(NORMKIT_WITH_CUDA)
-      detail::cuda::batch_norm(p, stream);
+    ChannelCall::dispatch(stream, detail::cpu_batch_norm, detail::cuda::batch_norm);
 #else
-      (void)stream;
+    ChannelCall::dispatch(stream, detail::cpu_batch_norm, nullptr);
 #endif
-    } else {
-      detail::cpu_batch_norm(p);
-    }
   }
 };
 
@@ -104,8 +49,8 @@ void check_training_count(const Call& c) {
 
 void batch_norm_forward(const BatchNormForwardArgs& a, Stream stream) {
   const char* op = "batch_norm";
-  require(op, a.x, "x");
-  require(op, a.y, "out");
+  require_arg(op, a.x, "x");
+  require_arg(op, a.y, "out");
   Call c(op, BnOp::Forward, a.x, a.channels_last);
   c.x_in();
   c.out(a.y, "out");
@@ -143,10 +88,10 @@ void batch_norm_forward(const BatchNormForwardArgs& a, Stream stream) {
 
 void batch_norm_backward(const BatchNormBackwardArgs& a, Stream stream) {
   const char* op = "batch_norm_backward";
-  require(op, a.x, "x");
-  require(op, a.dy, "dy");
-  require(op, a.mean, "mean");
-  require(op, a.rstd, "rstd");
+  require_arg(op, a.x, "x");
+  require_arg(op, a.dy, "dy");
+  require_arg(op, a.mean, "mean");
+  require_arg(op, a.rstd, "rstd");
   if (a.dweight != nullptr && a.weight == nullptr)
     fail(ErrorKind::Value, std::string(op) + ": dweight: needs weight");
   Call c(op, BnOp::Backward, a.x, a.channels_last);
@@ -169,9 +114,9 @@ void batch_norm_backward(const BatchNormBackwardArgs& a, Stream stream) {
 
 int64_t batch_norm_stats(const BatchNormStatsArgs& a, Stream stream) {
   const char* op = "batch_norm_stats";
-  require(op, a.x, "x");
-  require(op, a.mean, "mean");
-  require(op, a.m2, "m2");
+  require_arg(op, a.x, "x");
+  require_arg(op, a.mean, "mean");
+  require_arg(op, a.m2, "m2");
   Call c(op, BnOp::Stats, a.x, a.channels_last);
   c.x_in();
   c.p.stat_mean = c.stat(a.mean, "mean", Role::Out, true);
@@ -183,10 +128,10 @@ int64_t batch_norm_stats(const BatchNormStatsArgs& a, Stream stream) {
 
 void batch_norm_apply(const BatchNormApplyArgs& a, Stream stream) {
   const char* op = "batch_norm_apply";
-  require(op, a.x, "x");
-  require(op, a.mean, "mean");
-  require(op, a.rstd, "rstd");
-  require(op, a.y, "out");
+  require_arg(op, a.x, "x");
+  require_arg(op, a.mean, "mean");
+  require_arg(op, a.rstd, "rstd");
+  require_arg(op, a.y, "out");
   Call c(op, BnOp::Apply, a.x, a.channels_last);
   c.x_in();
   c.out(a.y, "out");
@@ -204,12 +149,12 @@ void batch_norm_apply(const BatchNormApplyArgs& a, Stream stream) {
 
 void batch_norm_backward_reduce(const BatchNormBackwardReduceArgs& a, Stream stream) {
   const char* op = "batch_norm_backward_reduce";
-  require(op, a.dy, "dy");
-  require(op, a.x, "x");
-  require(op, a.mean, "mean");
-  require(op, a.rstd, "rstd");
-  require(op, a.sum_dy, "sum_dy");
-  require(op, a.sum_dy_xhat, "sum_dy_xhat");
+  require_arg(op, a.dy, "dy");
+  require_arg(op, a.x, "x");
+  require_arg(op, a.mean, "mean");
+  require_arg(op, a.rstd, "rstd");
+  require_arg(op, a.sum_dy, "sum_dy");
+  require_arg(op, a.sum_dy_xhat, "sum_dy_xhat");
   Call c(op, BnOp::BackwardReduce, a.x, a.channels_last);
   c.x_in();
   c.dy_in(a.dy);
@@ -227,13 +172,13 @@ void batch_norm_backward_reduce(const BatchNormBackwardReduceArgs& a, Stream str
 
 void batch_norm_backward_apply(const BatchNormBackwardApplyArgs& a, Stream stream) {
   const char* op = "batch_norm_backward_apply";
-  require(op, a.dy, "dy");
-  require(op, a.x, "x");
-  require(op, a.mean, "mean");
-  require(op, a.rstd, "rstd");
-  require(op, a.sum_dy, "sum_dy");
-  require(op, a.sum_dy_xhat, "sum_dy_xhat");
-  require(op, a.dx, "dx");
+  require_arg(op, a.dy, "dy");
+  require_arg(op, a.x, "x");
+  require_arg(op, a.mean, "mean");
+  require_arg(op, a.rstd, "rstd");
+  require_arg(op, a.sum_dy, "sum_dy");
+  require_arg(op, a.sum_dy_xhat, "sum_dy_xhat");
+  require_arg(op, a.dx, "dx");
   Call c(op, BnOp::BackwardApply, a.x, a.channels_last);
   c.x_in();
   c.dy_in(a.dy);
@@ -258,11 +203,11 @@ void batch_norm_backward_apply(const BatchNormBackwardApplyArgs& a, Stream strea
 
 void moments_merge(const MomentsMergeArgs& a, Stream stream) {
   const char* op = "moments_merge";
-  require(op, a.counts, "counts");
-  require(op, a.means, "means");
-  require(op, a.m2s, "m2s");
-  require(op, a.mean, "mean");
-  require(op, a.m2, "m2");
+  require_arg(op, a.counts, "counts");
+  require_arg(op, a.means, "means");
+  require_arg(op, a.m2s, "m2s");
+  require_arg(op, a.mean, "mean");
+  require_arg(op, a.m2, "m2");
   const TensorView& means = *a.means;
   auto f32_or_f64 = [&](const TensorView& t, const char* name, Role role) {
     detail::check_view(t, op, name);
@@ -300,12 +245,12 @@ void moments_merge(const MomentsMergeArgs& a, Stream stream) {
   p.device_index = means.device_index;
   p.K = K;
   p.C = C;
-  p.counts = chan(a.counts);
-  p.means = chan(a.means);
-  p.m2s = chan(a.m2s);
-  p.count = chan(a.count);
-  p.mean = chan(a.mean);
-  p.m2 = chan(a.m2);
+  p.counts = detail::chan_of(a.counts);
+  p.means = detail::chan_of(a.means);
+  p.m2s = detail::chan_of(a.m2s);
+  p.count = detail::chan_of(a.count);
+  p.mean = detail::chan_of(a.mean);
+  p.m2 = detail::chan_of(a.m2);
   if (means.device == DeviceType::CUDA) {
     detail::check_cuda_device(means, op, "means");
 #if defined(NORMKIT_WITH_CUDA)

@@ -15,6 +15,8 @@ from ._batch_norm import (batch_norm, batch_norm_apply, batch_norm_backward,
                           batch_norm_backward_apply, batch_norm_backward_reduce,
                           batch_norm_forward, batch_norm_stats, moments_merge)
 from ._dyt import dyt, dyt_backward, dyt_forward
+from ._group_norm import (group_norm, group_norm_backward, group_norm_forward,
+                          instance_norm)
 from .functional import (
     add_layer_norm,
     add_layer_norm_backward,
@@ -102,6 +104,10 @@ __all__ = [
     "batch_norm_apply",
     "batch_norm_backward_reduce",
     "batch_norm_backward_apply",
+    "group_norm",
+    "group_norm_forward",
+    "group_norm_backward",
+    "instance_norm",
     "dyt",
     "dyt_forward",
     "dyt_backward",

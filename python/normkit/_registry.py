@@ -61,7 +61,8 @@ import inspect
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    "Tensor", "OptionalTensor", "Float", "Int", "Bool", "Like", "Stat", "ChannelStat", "Out",
+    "Tensor", "OptionalTensor", "Float", "Int", "Bool", "Like", "Stat", "ChannelStat",
+    "GroupStat", "Out",
     "SameGrad", "Op",
     "DeclarationError",
 ]
@@ -160,16 +161,31 @@ class ChannelStat:
         self.of, self.channels_last = of, channels_last
 
 
+class GroupStat:
+    """One value per sample and group of input ``of`` (group / instance norm's saved
+    statistics): shape ``(N, G)`` with N = ``of.shape[0]`` and G the int input named
+    ``groups`` — or, given ``channels_last`` instead (as :class:`ChannelStat`'s), one group
+    per channel, ``(N, C)`` (instance norm); dtype as :class:`Stat`. Not counted by
+    :meth:`Op.traffic`."""
+
+    def __init__(self, of: str, groups: Optional[str] = None, *,
+                 channels_last: Union[str, bool, None] = None):
+        if (groups is None) == (channels_last is None):
+            raise DeclarationError(f"GroupStat({of!r}): give groups= or channels_last=")
+        self.of, self.groups, self.channels_last = of, groups, channels_last
+
+
 class Out:
     """An output: its name, its allocation (:class:`Like` / :class:`Stat` /
-    :class:`ChannelStat`) and its role.
+    :class:`ChannelStat` / :class:`GroupStat`) and its role.
 
     ``differentiable=False``: autograd marks it non-differentiable (saved statistics).
     ``backward_only=True``: only a call that records autograd needs it (see module docstring).
     ``grad_of``: in a backward op, the forward input this output is the gradient of.
     """
 
-    def __init__(self, name: str, alloc: Union[Like, Stat, ChannelStat], *, differentiable: bool = True,
+    def __init__(self, name: str, alloc: Union[Like, Stat, ChannelStat, GroupStat], *,
+                 differentiable: bool = True,
                  backward_only: bool = False, grad_of: Optional[str] = None):
         self.name, self.alloc = name, alloc
         self.differentiable, self.backward_only, self.grad_of = (
@@ -196,13 +212,32 @@ class SameGrad:
 
 # How an output is allocated (Op.alloc_plan).
 ALLOC_CONTIGUOUS, ALLOC_STRIDED, ALLOC_STAT = "contiguous", "strided", "stat"
-ALLOC_CHANNEL = "channel"
+ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C = "channel", "group", "group_c"
+# Small statistics next to x's bytes: not counted by Op.traffic.
+_UNCOUNTED = (ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C)
 
 
 def channel_count_expr(t: str, cl: str) -> str:
     """Source of the ``(C,)`` shape of a :class:`ChannelStat` of tensor ``t`` (``cl``: the
     source of its channels_last flag), as the generated code writes it."""
     return f"({t}.shape[-1] if {cl} else {t}.shape[1],)"
+
+
+def group_count_expr(kind: str, t: str, g: str) -> str:
+    """Source of the ``(N, G)`` shape of a :class:`GroupStat` (``g``: the groups input's
+    name, or for ALLOC_GROUP_C the source of the channels_last flag)."""
+    if kind is ALLOC_GROUP_C:
+        return f"({t}.shape[0], {t}.shape[-1] if {g} else {t}.shape[1])"
+    return f"({t}.shape[0], {g})"
+
+
+def stat_shape_expr(op, kind: str, t: str, nd_index) -> str:
+    """Source of the shape of a channel or group statistic (the generated code's)."""
+    if kind is ALLOC_CHANNEL:
+        return channel_count_expr(t, op.channel_flag(nd_index))
+    if kind is ALLOC_GROUP_C:
+        return group_count_expr(kind, t, op.channel_flag(nd_index))
+    return group_count_expr(kind, t, op.input_names[nd_index])
 # Sources of a backward op's inputs (see Op._wire_backward).
 FROM_SAVED, FROM_KEPT, FROM_GRAD, FROM_NEED = "saved", "kept", "grad", "need"
 
@@ -258,8 +293,8 @@ def _generate_run(op) -> Callable:
             alloc = f"lib.empty_like_x({t})"
         elif kind is ALLOC_STRIDED:
             alloc = f"lib.empty_like_strided({t})"
-        elif kind is ALLOC_CHANNEL:
-            alloc = f"lib.empty_stat({t}, {channel_count_expr(t, op.channel_flag(nd_index))})"
+        elif kind in _UNCOUNTED:
+            alloc = f"lib.empty_stat({t}, {stat_shape_expr(op, kind, t, nd_index)})"
         else:
             alloc = (f"lib.empty_stat({t}, tuple({t}.shape)[: len({t}.shape) - "
                      f"{names[nd_index]}])")
@@ -410,8 +445,9 @@ class Op:
         for o in self.outputs:
             src = self._input(o.alloc.of, f"output {o.name!r}", tensor=True)
             nd_index = None
-            if isinstance(o.alloc, ChannelStat):
-                kind = ALLOC_CHANNEL
+            if isinstance(o.alloc, ChannelStat) or (isinstance(o.alloc, GroupStat)
+                                                     and o.alloc.groups is None):
+                kind = ALLOC_CHANNEL if isinstance(o.alloc, ChannelStat) else ALLOC_GROUP_C
                 cl = o.alloc.channels_last
                 if isinstance(cl, str):
                     nd_index = self._input(cl, f"output {o.name!r} channels_last")
@@ -419,6 +455,9 @@ class Op:
                         self._fail(f"output {o.name!r}: channels_last must name a bool input")
                 else:
                     nd_index = bool(cl)  # a constant
+            elif isinstance(o.alloc, GroupStat):
+                kind = ALLOC_GROUP
+                nd_index = self._input(o.alloc.groups, f"output {o.name!r} groups", tensor=False)
             elif isinstance(o.alloc, Stat):
                 kind = ALLOC_STAT
                 nd_index = self._input(o.alloc.ndim, f"output {o.name!r}", tensor=False)
@@ -457,7 +496,7 @@ class Op:
             if (of not in nbytes or (o.backward_only and not training)
                     or (flag is not None and not flags.get(self.input_names[flag], False))):
                 continue
-            if kind is not ALLOC_CHANNEL:
+            if kind not in _UNCOUNTED:
                 total += stat_bytes if kind is ALLOC_STAT else nbytes[of]
         return total
 
@@ -475,7 +514,7 @@ class Op:
         out_bytes = {}
         for o, (kind, src, _, _) in zip(self.outputs, self.alloc_plan):
             if self.input_names[src] in nbytes:
-                out_bytes[o.name] = (0 if kind is ALLOC_CHANNEL else stat_bytes if kind is ALLOC_STAT
+                out_bytes[o.name] = (0 if kind in _UNCOUNTED else stat_bytes if kind is ALLOC_STAT
                                      else nbytes[self.input_names[src]])
         missing = sorted({self.input_names[k] for _, _, _, args in self.aliases for k in args}
                          - set(scalars))
@@ -552,6 +591,11 @@ class Op:
                 elif kind is ALLOC_CHANNEL:
                     cl = nd_index if type(nd_index) is bool else args[nd_index]
                     w = lib.empty_stat(t, (t.shape[-1] if cl else t.shape[1],))
+                elif kind is ALLOC_GROUP:
+                    w = lib.empty_stat(t, (t.shape[0], args[nd_index]))
+                elif kind is ALLOC_GROUP_C:
+                    cl = nd_index if type(nd_index) is bool else args[nd_index]
+                    w = lib.empty_stat(t, (t.shape[0], t.shape[-1] if cl else t.shape[1]))
                 else:
                     shape = tuple(t.shape)
                     w = lib.empty_stat(t, shape[: len(shape) - args[nd_index]])

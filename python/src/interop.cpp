@@ -365,7 +365,7 @@ double FastArgs::f64(int i) const {
 }
 
 // Python ints and anything with __index__ (NumPy integers); not bool.
-int FastArgs::i32(int i) const {
+int64_t FastArgs::i64(int i) const {
   PyObject* o = i < n_ ? args_[i] : Py_None;
   if (PyBool_Check(o)) fail(i, "an int");
   py::object index;
@@ -379,7 +379,13 @@ int FastArgs::i32(int i) const {
   }
   int overflow = 0;
   const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-  if (overflow != 0 || v < INT32_MIN || v > INT32_MAX) fail(i, "an int in the range of int32");
+  if (overflow != 0) fail(i, "an int in the range of int64");
+  return int64_t(v);
+}
+
+int FastArgs::i32(int i) const {
+  const int64_t v = i64(i);
+  if (v < INT32_MIN || v > INT32_MAX) fail(i, "an int in the range of int32");
   return int(v);
 }
 

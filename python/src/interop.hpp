@@ -71,6 +71,7 @@ class FastArgs {
   pybind11::handle obj(int i) const { return i < n_ ? pybind11::handle(args_[i]) : pybind11::none(); }
   double f64(int i) const;      // a Python float or int
   int i32(int i) const;         // a Python int
+  int64_t i64(int i) const;     // a Python int (or __index__)
   bool flag(int i, bool fallback = false) const;  // a bool (or an integer); fallback if absent
   uintptr_t stream(int i) const;  // an int >= 0; 0 when absent
   // The array argument i as a view (None: absent), named as the parameter unless `name`.

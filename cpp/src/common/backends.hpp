@@ -6,6 +6,7 @@
 
 #include "common/batch_norm_problem.hpp"
 #include "common/dyt_problem.hpp"
+#include "common/group_norm_problem.hpp"
 #include "common/row_norm_problem.hpp"
 #include "normkit/tensor.hpp"
 
@@ -20,6 +21,7 @@ void cpu_dyt_backward(const DytBackwardProblem& p);  // also rows == 0: zero-fil
 size_t cpu_dyt_backward_workspace_size(const DytBackwardProblem& p);
 void cpu_batch_norm(const BnProblem& p);  // every BnOp; C >= 1 (rows == 0: sums zero-filled)
 void cpu_moments_merge(const MomentsMergeProblem& p);
+void cpu_group_norm(const GnProblem& p);  // forward / backward; N, C >= 1 (empty: stats / sums filled)
 
 #if defined(NORMKIT_WITH_CUDA)
 // CUDA (cuda/): every function runs on `stream` on device p.device_index and does not
@@ -33,6 +35,7 @@ void dyt_backward(const DytBackwardProblem& p, Stream stream);
 size_t dyt_backward_workspace_size(const DytBackwardProblem& p);
 void batch_norm(const BnProblem& p, Stream stream);
 void moments_merge(const MomentsMergeProblem& p, Stream stream);
+void group_norm(const GnProblem& p, Stream stream);
 int device_count();            // 0 when there is no driver or no device (never throws)
 std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"
 }  // namespace cuda

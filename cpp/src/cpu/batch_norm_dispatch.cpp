@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/backends.hpp"
+#include "cpu/chan_io.hpp"
 #include "cpu/dispatch.hpp"
 #include "normkit/error.hpp"
 
@@ -17,37 +18,6 @@ namespace {
 using detail::BnOp;
 using detail::BnProblem;
 using detail::Chan;
-
-double read(const Chan& a, int64_t i) {
-  switch (a.dtype) {
-    case DType::Float32: return double(static_cast<const float*>(a.p)[i]);
-    case DType::Float64: return static_cast<const double*>(a.p)[i];
-    case DType::Float16: return double(half_to_float(static_cast<const half_t*>(a.p)[i]));
-    case DType::BFloat16: return double(bf16_to_float(static_cast<const bfloat16_t*>(a.p)[i]));
-  }
-  return 0.0;
-}
-
-void write(const Chan& a, int64_t i, double v) {
-  if (a.p == nullptr) return;
-  switch (a.dtype) {
-    case DType::Float32: static_cast<float*>(a.p)[i] = float(v); break;
-    case DType::Float64: static_cast<double*>(a.p)[i] = v; break;
-    case DType::Float16: static_cast<half_t*>(a.p)[i] = float_to_half(float(v)); break;
-    case DType::BFloat16: static_cast<bfloat16_t*>(a.p)[i] = float_to_bf16(float(v)); break;
-  }
-}
-
-// A [C] array whose values are wanted in C: a float64 array for float C keeps what C cannot
-// hold in `lo` (hi + lo, Note [Corrected two-pass]).
-template <typename C>
-void split(const Chan& a, int64_t n, C* hi, double* lo) {
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = read(a, i);
-    hi[i] = C(v);
-    if (lo) lo[i] = v - double(hi[i]);
-  }
-}
 
 template <typename C>
 struct Dispatch {

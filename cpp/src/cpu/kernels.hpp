@@ -9,6 +9,7 @@
 
 #include "cpu/batch_norm_prep.hpp"
 #include "cpu/dyt_prep.hpp"
+#include "cpu/group_norm_prep.hpp"
 #include "cpu/row_norm_prep.hpp"
 #include "cpu/vec_math_prep.hpp"
 
@@ -19,6 +20,7 @@
   X(dyt_forward, (const detail::DytProblem& p, const DytPrep& prep))                        \
   X(dyt_backward, (const detail::DytBackwardProblem& p, const DytPrep& prep))               \
   X(batch_norm, (const detail::BnProblem& p, const BnPrep& prep))                          \
+  X(group_norm, (const detail::GnProblem& p, const GnPrep& prep))                          \
   X(vec_math_eval, (const VecMathEval& e))                                                  \
   X(vec_prim_eval, (const VecPrimEval& e))                                                  \
   X(copy, (const void* src, void* dst, int64_t bytes, int threads, bool nontemporal))

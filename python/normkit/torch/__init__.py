@@ -4,11 +4,13 @@ autograd through normkit's backward kernels, drop-in modules, and ``replace_norm
 Importing this package imports torch; ``import normkit`` alone does not.
 """
 
-from normkit.torch import _ada_norm, _batch_norm, _dyt, _ops
+from normkit.torch import _ada_norm, _batch_norm, _dyt, _group_norm, _ops
 from normkit.torch._ada_norm import AdaNorm, ada_norm
 from normkit.torch._batch_norm import (BatchNorm1d, BatchNorm2d, BatchNorm3d, SyncBatchNorm,
                                        batch_norm)
 from normkit.torch._dyt import DyT, dyt, layer_norm_to_dyt
+from normkit.torch._group_norm import (GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d,
+                                       group_norm, instance_norm)
 from normkit.torch._ops import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from normkit.torch.modules import LayerNorm, RMSNorm, replace_norms
 
@@ -30,4 +32,10 @@ __all__ = [
     "BatchNorm3d",
     "SyncBatchNorm",
     "batch_norm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "group_norm",
+    "instance_norm",
 ]

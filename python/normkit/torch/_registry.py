@@ -38,8 +38,8 @@ from torch import Tensor
 
 from normkit import _core
 from normkit._arrays import TorchLib
-from normkit._registry import (ALLOC_CHANNEL, ALLOC_CONTIGUOUS, ALLOC_STRIDED, FROM_GRAD,
-                               FROM_NEED, Op, bad_ndim, channel_count_expr)
+from normkit._registry import (_UNCOUNTED, ALLOC_CONTIGUOUS, ALLOC_STRIDED, FROM_GRAD,
+                               FROM_NEED, Op, bad_ndim, stat_shape_expr)
 
 __all__ = ["register", "TorchOp", "NAMESPACE"]
 
@@ -177,9 +177,8 @@ def _run_body(op: Op, indent: str, want=None) -> list:
                      f"else _g_empty_like({t}, memory_format=_g_c_format))")
         elif kind == ALLOC_STRIDED:
             alloc = f"_g_empty_like({t})"
-        elif kind == ALLOC_CHANNEL:
-            alloc = (f"_g_TorchLib.empty_stat({t}, "
-                     f"{channel_count_expr(t, op.channel_flag(nd_index))})")
+        elif kind in _UNCOUNTED:
+            alloc = f"_g_TorchLib.empty_stat({t}, {stat_shape_expr(op, kind, t, nd_index)})"
         else:
             alloc = f"_g_empty_stat({t}, {names[nd_index]})"
         skip = ([f"{t} is None"] if op.inputs[src].kind != "Tensor" else []) + \
