@@ -33,22 +33,6 @@ constexpr int64_t kMaxSplits = 256;
 
 enum Mode : int { kNoReduce = 0, kMoments = 1, kSums = 2 };
 
-// A per-channel array of any dtype, read as double.
-struct Arr {
-  const void* p = nullptr;
-  DType dt = DType::Float32;
-};
-Arr arr(const Chan& c) { return Arr{c.p, c.dtype}; }
-
-__device__ __forceinline__ double rd(const Arr& a, int64_t i) {
-  switch (a.dt) {
-    case DType::Float32: return double(static_cast<const float*>(a.p)[i]);
-    case DType::Float64: return static_cast<const double*>(a.p)[i];
-    case DType::Float16: return double(to_c(static_cast<const half_t*>(a.p)[i]));
-    case DType::BFloat16: return double(to_c(static_cast<const bfloat16_t*>(a.p)[i]));
-  }
-  return 0.0;
-}
 __device__ __forceinline__ void wr(void* p, DType dt, int64_t i, double v) {
   if (p != nullptr) store_as(p, dt, i, v);
 }

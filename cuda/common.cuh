@@ -20,6 +20,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "common/batch_norm_problem.hpp"
 #include "common/row_index.hpp"
 #include "common/row_norm_math.hpp"
 #include "normkit/dtype.hpp"
@@ -446,6 +447,27 @@ void launch_finalize(const void* part, int64_t nsplit, int64_t H, void* out, DTy
   const int grid = grid_size(kernel, kThreads, ceil_div(H, kThreads), device);
   launch("column_finalize_kernel", kernel, grid, kThreads, 0, st, static_cast<const C*>(part),
          nsplit, H, out, dt, raw);
+}
+
+// ---------------------------------------------------------------------------------------
+// The channel-wise families' small arrays (per channel, group or position: Chan of
+// common/batch_norm_problem.hpp), of any float dtype, read as double.
+// ---------------------------------------------------------------------------------------
+
+struct Arr {
+  const void* p = nullptr;
+  DType dt = DType::Float32;
+};
+NK_HD Arr arr(const Chan& c) { return Arr{c.p, c.dtype}; }
+
+__device__ __forceinline__ double rd(const Arr& a, int64_t i) {
+  switch (a.dt) {
+    case DType::Float32: return double(static_cast<const float*>(a.p)[i]);
+    case DType::Float64: return static_cast<const double*>(a.p)[i];
+    case DType::Float16: return double(to_c(static_cast<const half_t*>(a.p)[i]));
+    case DType::BFloat16: return double(to_c(static_cast<const bfloat16_t*>(a.p)[i]));
+  }
+  return 0.0;
 }
 
 }  // namespace normkit::detail::cuda

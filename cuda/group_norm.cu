@@ -26,21 +26,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct Arr {
-  const void* p = nullptr;
-  DType dt = DType::Float32;
-};
-Arr arr(const Chan& c) { return Arr{c.p, c.dtype}; }
-
-__device__ __forceinline__ double rd(const Arr& a, int64_t i) {
-  switch (a.dt) {
-    case DType::Float32: return double(static_cast<const float*>(a.p)[i]);
-    case DType::Float64: return static_cast<const double*>(a.p)[i];
-    case DType::Float16: return double(to_c(static_cast<const half_t*>(a.p)[i]));
-    case DType::BFloat16: return double(to_c(static_cast<const bfloat16_t*>(a.p)[i]));
-  }
-  return 0.0;
-}
 
 // The shape of a call, and where element e of group (n, g) or of channel (n, c) lies.
 struct Shape {

@@ -335,6 +335,67 @@ def _in_reference_grads(args, grads):
     return _gn_reference_grads(dict(args, num_groups=c), grads)
 
 
+# ---------------------------------------------------------------------------------------------
+# Batch layer norm (SPEC §7)
+# ---------------------------------------------------------------------------------------------
+
+
+def _bln_make(shape, dtype, seed, variant):
+    b_in, f_in, affine, running = variant
+    if len(shape) < 2 or (running and (shape[0] < 2 or shape[-1] < 2)):
+        return None
+    if not running and not (b_in and f_in):
+        return None  # (evaluation with running statistics needs them)
+    rng = np.random.default_rng(seed)
+    F = shape[-1]
+    args = {
+        "x": R.round_to(rng.normal(0.5, 1.5, shape), dtype),
+        "weight": R.round_to(rng.normal(1.0, 0.5, (F,)), dtype) if affine else None,
+        "bias": R.round_to(rng.normal(0.0, 0.5, (F,)), dtype) if affine else None,
+        "running_batch_mean": R.round_to(rng.normal(0.2, 0.3, shape[1:]), dtype) if running else None,
+        "running_batch_var": R.round_to(rng.uniform(0.5, 2.0, shape[1:]), dtype) if running else None,
+        "running_feature_mean": R.round_to(rng.normal(0.2, 0.3, shape[1:-1] or (1,)), dtype)
+        if running else None,
+        "running_feature_var": R.round_to(rng.uniform(0.5, 2.0, shape[1:-1] or (1,)), dtype)
+        if running else None,
+        "batch_stats_of_input": b_in, "feature_stats_of_input": f_in, "momentum": 0.1,
+        "eps": 1e-3, "delta": 1e-4, "batch_size": 0.0,
+    }
+    label = (f"b{'in' if b_in else 'run'}-f{'in' if f_in else 'run'}"
+             f"{'-affine' if affine else ''}{'-running' if running else ''}")
+    return Sample(label, args, {"y": R.round_to(rng.normal(0.0, 1.0, shape), dtype)})
+
+
+_BLN_RUN = ("running_batch_mean", "running_batch_var", "running_feature_mean",
+            "running_feature_var")
+
+
+def _bln_ref(args):
+    running = [args[k] for k in _BLN_RUN] if args["running_batch_mean"] is not None else None
+    return R.batch_layer_norm_forward(args["x"], args["weight"], args["bias"], running,
+                                      args["batch_stats_of_input"],
+                                      args["feature_stats_of_input"], args["momentum"],
+                                      args["eps"], args["delta"], args["batch_size"] or None)
+
+
+def _bln_reference(args):
+    y, bm, br, fm, fr, new = _bln_ref(args)
+    out = {"y": y, "batch_mean": bm, "batch_rstd": br, "feature_mean": fm, "feature_rstd": fr}
+    for k, name in enumerate(_BLN_RUN):
+        out["new_" + name] = np.empty((0,)) if new is None else new[k]
+    return out
+
+
+def _bln_reference_grads(args, grads):
+    _, bm, br, fm, fr, _ = _bln_ref(args)
+    dx, dw, db = R.batch_layer_norm_backward(grads["y"], args["x"], bm, br, fm, fr,
+                                             args["weight"], args["batch_stats_of_input"],
+                                             args["feature_stats_of_input"], args["delta"],
+                                             args["batch_size"] or None)
+    return {"x": dx, "weight": dw if args["weight"] is not None else None,
+            "bias": db if args["bias"] is not None else None}
+
+
 SPECS: List[OpSpec] = [
     _row_spec("layer_norm", "_row_norm_ops:LAYER_NORM",
               {"fwd": lambda A, P, S, e: 2 * A + 2 * P,
@@ -378,6 +439,11 @@ SPECS: List[OpSpec] = [
             (True, False, True)),
            ((2, 3, 4), (2, 2, 3, 2), (3, 3, 2, 2)), (33, 64, 7, 7), _in_reference,
            _in_reference_grads, bench=False),
+    OpSpec("batch_layer_norm", "_batch_layer_norm:BATCH_LAYER_NORM", _bln_make,
+           ((True, True, True, True), (True, True, False, False), (False, True, True, True),
+            (True, False, False, True), (False, False, True, True)),
+           ((3, 4), (2, 3, 4), (3, 2, 2, 3)), (33, 16, 64), _bln_reference,
+           _bln_reference_grads, batch_invariant=False, bench=False),
 ]
 BY_NAME = {s.name: s for s in SPECS}
 

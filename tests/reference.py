@@ -432,6 +432,77 @@ def instance_norm_forward(x, weight=None, bias=None, running_mean=None, running_
     return y, mean, rstd, rm, rv
 
 
+def batch_layer_norm_forward(x, weight=None, bias=None, running=None, batch_input=True,
+                             feature_input=True, momentum=0.1, eps=1e-3, delta=1e-4,
+                             batch_size=None):
+    """SPEC §7 (features last): batch statistics over axis 0, feature statistics over the last
+    axis; `running` = (batch mean, batch var, feature mean, feature var) or None, used where a
+    statistic is not of the input and updated where it is (unbiased variances). Returns
+    (y, batch_mean, batch_rstd, feature_mean, feature_rstd, new_running or None)."""
+    x = np.asarray(x, np.float64)
+    B, F = x.shape[0], x.shape[-1]
+    if batch_input:
+        mb = x.mean(axis=0)
+        vb = ((x - mb) ** 2).mean(axis=0)
+    else:
+        mb, vb = np.asarray(running[0], np.float64), np.asarray(running[1], np.float64)
+    if feature_input:
+        mf = x.mean(axis=-1)
+        vf = ((x - mf[..., None]) ** 2).mean(axis=-1)
+    else:
+        mf = np.broadcast_to(np.asarray(running[2], np.float64), x.shape[:-1])
+        vf = np.broadcast_to(np.asarray(running[3], np.float64), x.shape[:-1])
+    rb, rf = 1 / np.sqrt(vb + eps), 1 / np.sqrt(vf + eps)
+    Bw = batch_size or B
+    wf, wb = 1 / Bw - delta, 1 - 1 / Bw - delta
+    xb = (x - mb) * rb
+    xf = (x - mf[..., None]) * rf[..., None]
+    y = (wf * xf + wb * xb) / np.sqrt(F)
+    if weight is not None:
+        y = y * np.asarray(weight, np.float64)
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64)
+    new = None
+    if running is not None:
+        new = [np.asarray(r, np.float64) for r in running]
+        if batch_input:
+            new[0] = (1 - momentum) * new[0] + momentum * mb
+            with np.errstate(divide="ignore", invalid="ignore"):  # (B = 1: never updated)
+                new[1] = (1 - momentum) * new[1] + momentum * vb * B / (B - 1)
+        if feature_input:
+            new[2] = (1 - momentum) * new[2] + momentum * mf.mean(axis=0)
+            with np.errstate(divide="ignore", invalid="ignore"):  # (F = 1: never updated)
+                new[3] = (1 - momentum) * new[3] + momentum * (vf * F / (F - 1)).mean(axis=0)
+    return y, mb, rb, np.ascontiguousarray(mf), np.ascontiguousarray(rf), new
+
+
+def batch_layer_norm_backward(dy, x, batch_mean, batch_rstd, feature_mean, feature_rstd,
+                              weight=None, batch_input=True, feature_input=True, delta=1e-4,
+                              batch_size=None):
+    """SPEC §7 backward: (dx, dweight, dbias), through the statistics of the input only."""
+    x = np.asarray(x, np.float64)
+    dy = np.asarray(dy, np.float64)
+    B, F = x.shape[0], x.shape[-1]
+    Bw = batch_size or B
+    wf, wb = 1 / Bw - delta, 1 - 1 / Bw - delta
+    mb, rb = np.asarray(batch_mean, np.float64), np.asarray(batch_rstd, np.float64)
+    mf, rf = np.asarray(feature_mean, np.float64)[..., None], np.asarray(feature_rstd, np.float64)[..., None]
+    w = 1.0 if weight is None else np.asarray(weight, np.float64)
+    g = dy * w / np.sqrt(F)
+    xb, xf = (x - mb) * rb, (x - mf) * rf
+    if batch_input:
+        dxb = rb * (g - g.mean(axis=0) - xb * (g * xb).mean(axis=0))
+    else:
+        dxb = rb * g
+    if feature_input:
+        dxf = rf * (g - g.mean(axis=-1, keepdims=True) - xf * (g * xf).mean(axis=-1, keepdims=True))
+    else:
+        dxf = rf * g
+    axes = tuple(range(x.ndim - 1))
+    return (wf * dxf + wb * dxb, (dy * (wf * xf + wb * xb) / np.sqrt(F)).sum(axis=axes),
+            dy.sum(axis=axes))
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. finite differences
 # ---------------------------------------------------------------------------------------------

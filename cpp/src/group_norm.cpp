@@ -32,8 +32,8 @@ struct Call : detail::ChannelCall<GnProblem> {
                                  std::to_string(L.C) + " channels of x, got " + std::to_string(G));
     p.N = x.shape[0];
     p.G = G;
-    stat_what = "N x num_groups = " + std::to_string(p.N) + " x " + std::to_string(G) +
-                " values (one per sample and group)";
+    stat_what = "one per sample and group, N x num_groups = " + std::to_string(p.N) + " x " +
+                std::to_string(G) + ", of x";
   }
   detail::Chan group_stat(const TensorView* t, const char* name, Role role) {
     return stat(t, name, role, false, p.N * p.G, stat_what.c_str());

@@ -1,8 +1,8 @@
 // Batch norm (SPEC §4) through the C++ API against a float64 reference written here, on
 // every CPU ISA: channels first and last, float32 / float64 / bfloat16 with float32
 // parameters, training (running statistics updated) and evaluation, forward and backward;
-// thread and run-to-run invariance; bad input naming the argument. (The CUDA backend runs
-// the same cases from Python under the emulator: tests/test_batch_norm.py.)
+// thread and run-to-run invariance; bad input naming the argument. The batch_norm_cuda group
+// runs the same cases with every array on the CUDA device (emulated in CI).
 #include <cmath>
 #include <string>
 #include <vector>
@@ -15,6 +15,8 @@
 
 namespace {
 
+using nk_case::OnDevice;
+using nk_case::require_cuda;
 using nk_case::RuntimeGuard;
 using nk_case::targets;
 using nk_ref::HostArray;
@@ -23,7 +25,7 @@ using normkit::DType;
 
 struct BnCase {
   DType dt = DType::Float32, pdt = DType::Float32;
-  bool channels_last = false, training = true;
+  bool channels_last = false, training = true, cuda = false;
   std::vector<int64_t> shape;  // (N, C, *) or (N, *, C)
   int64_t C() const { return channels_last ? shape.back() : shape[1]; }
   int64_t numel() const {
@@ -63,6 +65,7 @@ void run_bn(const BnCase& c, uint64_t seed, BnRun& r) {
     r.rm.set(0, j, 0.5 * rng.normal());
     r.rv.set(0, j, 0.5 + rng.uniform());
   }
+  OnDevice dev(c.cuda, {&r.x, &r.dy, &r.y, &r.dx, &r.w, &r.b, &r.rm, &r.rv, &r.sm, &r.sr, &r.dw, &r.db});
   normkit::BatchNormForwardArgs f;
   f.channels_last = c.channels_last;
   f.x = r.x.ptr();
@@ -166,16 +169,22 @@ std::vector<BnCase> cases() {
   return v;
 }
 
-NK_TEST(batch_norm, matches_reference) {
+void run_all(bool cuda) {
+  if (cuda) require_cuda();
   RuntimeGuard guard;
-  for (const auto& t : targets(false)) {
+  for (const auto& t : targets(cuda)) {
     t.use();
     uint64_t seed = 11;
-    for (const BnCase& c : cases())
+    for (BnCase c : cases()) {
+      c.cuda = t.cuda;
       check_bn(c, ++seed, std::string(normkit::dtype_name(c.dt)) + (c.channels_last ? " last" : " first") +
                               (c.training ? " train" : " eval") + " on " + t.name());
+    }
   }
 }
+
+NK_TEST(batch_norm, matches_reference) { run_all(false); }
+NK_TEST(batch_norm_cuda, matches_reference) { run_all(true); }
 
 NK_TEST(determinism, batch_norm) {
   RuntimeGuard guard;

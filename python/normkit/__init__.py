@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from . import _core
 from ._ada_norm import ada_norm, ada_norm_backward, ada_norm_forward
+from ._batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward,
+                                batch_layer_norm_forward)
 from ._batch_norm import (batch_norm, batch_norm_apply, batch_norm_backward,
                           batch_norm_backward_apply, batch_norm_backward_reduce,
                           batch_norm_forward, batch_norm_stats, moments_merge)
@@ -108,6 +110,9 @@ __all__ = [
     "group_norm_forward",
     "group_norm_backward",
     "instance_norm",
+    "batch_layer_norm",
+    "batch_layer_norm_forward",
+    "batch_layer_norm_backward",
     "dyt",
     "dyt_forward",
     "dyt_backward",

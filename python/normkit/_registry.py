@@ -62,7 +62,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Tensor", "OptionalTensor", "Float", "Int", "Bool", "Like", "Stat", "ChannelStat",
-    "GroupStat", "Out",
+    "GroupStat", "SliceStat", "Out",
     "SameGrad", "Op",
     "DeclarationError",
 ]
@@ -175,16 +175,25 @@ class GroupStat:
         self.of, self.groups, self.channels_last = of, groups, channels_last
 
 
+class SliceStat:
+    """Statistics shaped like a slice of input ``of``'s shape, ``of.shape[start:stop]``
+    (constants; BLN's batch statistics ``x.shape[1:]`` and feature statistics
+    ``x.shape[:-1]``); dtype as :class:`Stat`. Not counted by :meth:`Op.traffic`."""
+
+    def __init__(self, of: str, start: Optional[int] = None, stop: Optional[int] = None):
+        self.of, self.start, self.stop = of, start, stop
+
+
 class Out:
     """An output: its name, its allocation (:class:`Like` / :class:`Stat` /
-    :class:`ChannelStat` / :class:`GroupStat`) and its role.
+    :class:`ChannelStat` / :class:`GroupStat` / :class:`SliceStat`) and its role.
 
     ``differentiable=False``: autograd marks it non-differentiable (saved statistics).
     ``backward_only=True``: only a call that records autograd needs it (see module docstring).
     ``grad_of``: in a backward op, the forward input this output is the gradient of.
     """
 
-    def __init__(self, name: str, alloc: Union[Like, Stat, ChannelStat, GroupStat], *,
+    def __init__(self, name: str, alloc: Union[Like, Stat, ChannelStat, GroupStat, SliceStat], *,
                  differentiable: bool = True,
                  backward_only: bool = False, grad_of: Optional[str] = None):
         self.name, self.alloc = name, alloc
@@ -212,9 +221,9 @@ class SameGrad:
 
 # How an output is allocated (Op.alloc_plan).
 ALLOC_CONTIGUOUS, ALLOC_STRIDED, ALLOC_STAT = "contiguous", "strided", "stat"
-ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C = "channel", "group", "group_c"
+ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C, ALLOC_SLICE = "channel", "group", "group_c", "slice"
 # Small statistics next to x's bytes: not counted by Op.traffic.
-_UNCOUNTED = (ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C)
+_UNCOUNTED = (ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C, ALLOC_SLICE)
 
 
 def channel_count_expr(t: str, cl: str) -> str:
@@ -237,6 +246,9 @@ def stat_shape_expr(op, kind: str, t: str, nd_index) -> str:
         return channel_count_expr(t, op.channel_flag(nd_index))
     if kind is ALLOC_GROUP_C:
         return group_count_expr(kind, t, op.channel_flag(nd_index))
+    if kind is ALLOC_SLICE:
+        start, stop = nd_index
+        return f"tuple({t}.shape)[{'' if start is None else start}:{'' if stop is None else stop}]"
     return group_count_expr(kind, t, op.input_names[nd_index])
 # Sources of a backward op's inputs (see Op._wire_backward).
 FROM_SAVED, FROM_KEPT, FROM_GRAD, FROM_NEED = "saved", "kept", "grad", "need"
@@ -455,6 +467,9 @@ class Op:
                         self._fail(f"output {o.name!r}: channels_last must name a bool input")
                 else:
                     nd_index = bool(cl)  # a constant
+            elif isinstance(o.alloc, SliceStat):
+                kind = ALLOC_SLICE
+                nd_index = (o.alloc.start, o.alloc.stop)
             elif isinstance(o.alloc, GroupStat):
                 kind = ALLOC_GROUP
                 nd_index = self._input(o.alloc.groups, f"output {o.name!r} groups", tensor=False)
@@ -593,6 +608,8 @@ class Op:
                     w = lib.empty_stat(t, (t.shape[-1] if cl else t.shape[1],))
                 elif kind is ALLOC_GROUP:
                     w = lib.empty_stat(t, (t.shape[0], args[nd_index]))
+                elif kind is ALLOC_SLICE:
+                    w = lib.empty_stat(t, tuple(t.shape)[nd_index[0]:nd_index[1]])
                 elif kind is ALLOC_GROUP_C:
                     cl = nd_index if type(nd_index) is bool else args[nd_index]
                     w = lib.empty_stat(t, (t.shape[0], t.shape[-1] if cl else t.shape[1]))

@@ -12,11 +12,13 @@
 //   Bad arguments throw normkit::Error (see error.hpp) naming the argument.
 #pragma once
 
+#include "normkit/batch_layer_norm.hpp"
 #include "normkit/batch_norm.hpp"
 #include "normkit/config.hpp"
 #include "normkit/dtype.hpp"
 #include "normkit/dyt.hpp"
 #include "normkit/error.hpp"
+#include "normkit/group_norm.hpp"
 #include "normkit/row_norm.hpp"
 #include "normkit/runtime.hpp"
 #include "normkit/tensor.hpp"

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <string>
 
+#include "common/batch_layer_norm_problem.hpp"
 #include "common/batch_norm_problem.hpp"
 #include "common/dyt_problem.hpp"
 #include "common/group_norm_problem.hpp"
@@ -21,6 +22,7 @@ void cpu_dyt_backward(const DytBackwardProblem& p);  // also rows == 0: zero-fil
 size_t cpu_dyt_backward_workspace_size(const DytBackwardProblem& p);
 void cpu_batch_norm(const BnProblem& p);  // every BnOp; C >= 1 (rows == 0: sums zero-filled)
 void cpu_moments_merge(const MomentsMergeProblem& p);
+void cpu_batch_layer_norm(const BlnProblem& p);  // forward / backward; F >= 1
 void cpu_group_norm(const GnProblem& p);  // forward / backward; N, C >= 1 (empty: stats / sums filled)
 
 #if defined(NORMKIT_WITH_CUDA)
@@ -36,6 +38,7 @@ size_t dyt_backward_workspace_size(const DytBackwardProblem& p);
 void batch_norm(const BnProblem& p, Stream stream);
 void moments_merge(const MomentsMergeProblem& p, Stream stream);
 void group_norm(const GnProblem& p, Stream stream);
+void batch_layer_norm(const BlnProblem& p, Stream stream);
 int device_count();            // 0 when there is no driver or no device (never throws)
 std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"
 }  // namespace cuda

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "cpu/batch_layer_norm_prep.hpp"
 #include "cpu/batch_norm_prep.hpp"
 #include "cpu/dyt_prep.hpp"
 #include "cpu/group_norm_prep.hpp"
@@ -21,6 +22,7 @@
   X(dyt_backward, (const detail::DytBackwardProblem& p, const DytPrep& prep))               \
   X(batch_norm, (const detail::BnProblem& p, const BnPrep& prep))                          \
   X(group_norm, (const detail::GnProblem& p, const GnPrep& prep))                          \
+  X(batch_layer_norm, (const detail::BlnProblem& p, const BlnPrep& prep))                  \
   X(vec_math_eval, (const VecMathEval& e))                                                  \
   X(vec_prim_eval, (const VecPrimEval& e))                                                  \
   X(copy, (const void* src, void* dst, int64_t bytes, int threads, bool nontemporal))

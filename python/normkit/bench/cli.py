@@ -14,6 +14,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import cases as C
+from . import channels as CH
 from . import report as R
 from .machine import format_info, machine_info
 from .roof import Roof
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frontend", choices=("numpy", "torch", "both"), default="numpy",
                    help="what normkit is given on the CPU: NumPy arrays, torch tensors, or both "
                    "(the torch-tensor figures then go in an extra column)")
+    p.add_argument("--channel-ops", type=_csv, default=list(CH.OPS),
+                   help=f"comma list of the (N, C, H, W) ops {', '.join(CH.OPS)} (both layouts; "
+                   "'none' to skip them)")
     p.add_argument("--no-numpy", action="store_true", help="skip the plain NumPy peer")
     p.add_argument("--no-overhead", action="store_true", help="skip the per-call overhead test")
     p.add_argument("--json", metavar="PATH", help="write every measurement to PATH as JSON")
@@ -200,6 +204,47 @@ class Runner:
         if "median_s" in nk_rec and "median_s" in t_rec:
             rec["speedup_vs_torch"] = t_rec["median_s"] / nk_rec["median_s"]
         rec["check"] = self._check(outputs)
+        return rec
+
+    def run_channel_case(self, case: "CH.ChannelCase") -> dict:
+        """One (N, C, H, W) case: normkit and torch on the same torch tensors."""
+        nbytes = CH.bytes_moved(case)
+        roof = self.roof.for_bytes(nbytes)
+        rec = {
+            "op": case.name, "dtype": case.dtype, "shape": list(case.shape),
+            "pass": case.pass_, "mode": case.mode, "bytes": nbytes,
+            "roof": roof.to_dict(), "libs": {},
+        }
+        tensors = CH.Tensors(self.torch, case)
+        outputs = {}
+        plan = [("normkit", lambda: CH.nk_callable(self.nk, case, tensors)),
+                ("torch", lambda: CH.torch_callable(self.torch, case, tensors))]
+        for name, build in plan:
+            entry = {"inputs": "torch"}
+            try:
+                built = build()
+                fn, note = built if isinstance(built, tuple) else (built, "")
+                if note:
+                    entry["note"] = note
+                t0 = time.perf_counter()
+                out = fn()
+                first = time.perf_counter() - t0
+                outputs[name] = (out.clone(), "torch")
+                st = self._time(fn, self.budget, first)
+                entry.update(st.to_dict())
+                entry["gbps"] = nbytes / st.median_s / 1e9
+                entry["roof_frac"] = entry["gbps"] / roof.best
+            except Exception as exc:  # report and go on
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+                _log(f"  {name} failed on {case.label}: {entry['error']}", self.args.markdown)
+            rec["libs"][name] = entry
+            settle()
+        nk_rec, t_rec = rec["libs"].get("normkit", {}), rec["libs"].get("torch", {})
+        if "median_s" in nk_rec and "median_s" in t_rec:
+            rec["speedup_vs_torch"] = t_rec["median_s"] / nk_rec["median_s"]
+        rec["check"] = self._check(outputs)
+        del tensors, outputs
+        gc.collect()
         return rec
 
     def _check(self, outputs) -> Optional[float]:
@@ -394,6 +439,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 C.MODES.index(rec["mode"]))
 
     runner.records.sort(key=order)
+    channel_ops = [o for o in args.channel_ops if o != "none"]
+    bad = [o for o in channel_ops if o not in CH.OPS]
+    if bad:
+        raise SystemExit(f"--channel-ops: unknown {bad}; choose from {list(CH.OPS)} or none")
+    if channel_ops and torch is not None and args.device == "cpu":
+        ch_shapes = list(CH.QUICK_SHAPES) if args.quick else list(CH.SHAPES)
+        for case in CH.cases(channel_ops, dtypes, ch_shapes, passes):
+            emit(runner.run_channel_case(case))
 
     overhead = {} if args.no_overhead else runner.overhead()
     wall = time.perf_counter() - t_start

@@ -116,8 +116,7 @@ def summary_rows(records: List[dict]) -> List[List[str]]:
     for r in records:
         key = (r["op"], r["dtype"], r["pass"])
         a = acc.setdefault(key, {})
-        n, h = r["shape"]
-        big = n * h >= 1 << 20
+        big = math.prod(r["shape"]) >= 1 << 20
         sp = r.get("speedup_vs_torch")
         nk = r["libs"].get("normkit") or {}
         frac = nk.get("roof_frac")

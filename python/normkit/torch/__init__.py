@@ -4,8 +4,9 @@ autograd through normkit's backward kernels, drop-in modules, and ``replace_norm
 Importing this package imports torch; ``import normkit`` alone does not.
 """
 
-from normkit.torch import _ada_norm, _batch_norm, _dyt, _group_norm, _ops
+from normkit.torch import _ada_norm, _batch_layer_norm, _batch_norm, _dyt, _group_norm, _ops
 from normkit.torch._ada_norm import AdaNorm, ada_norm
+from normkit.torch._batch_layer_norm import BatchLayerNorm, batch_layer_norm
 from normkit.torch._batch_norm import (BatchNorm1d, BatchNorm2d, BatchNorm3d, SyncBatchNorm,
                                        batch_norm)
 from normkit.torch._dyt import DyT, dyt, layer_norm_to_dyt
@@ -38,4 +39,6 @@ __all__ = [
     "InstanceNorm3d",
     "group_norm",
     "instance_norm",
+    "BatchLayerNorm",
+    "batch_layer_norm",
 ]
