@@ -245,38 +245,38 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, t
 
 
 def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias=None,
-                       training=False, momentum=0.1, eps=1e-5, *, axis=1):
+                       training=False, momentum=0.1, eps=1e-5, *, axis=1, out=None):
     """Batch norm for users who drive their own autograd: ``(y, save_mean, save_rstd)``, what
     :func:`batch_norm_backward` needs; running statistics are updated as by
-    :func:`batch_norm` (``momentum`` must be a number here)."""
+    :func:`batch_norm` (``momentum`` must be a number here); ``out``: y's buffer."""
     cl = channels_last_of(x, axis)
     lib = lib_for(x)
     factor = update_factor(momentum, training)
     update = bool(training) and running_mean is not None
     args = [detach(a) for a in (x, weight, bias, running_mean, running_var)] + [
         bool(training), factor, float(eps), cl]
-    y, sm, sr, rm, rv = BATCH_NORM.run(lib, args, (True, True, True, update or None,
-                                                   update or None), lib.stream)
+    y, sm, sr, rm, rv = BATCH_NORM.run(lib, args, (True if out is None else out, True, True,
+                                                   update or None, update or None), lib.stream)
     if update:
         running_mean[...] = rm
         running_var[...] = rv
     f = lib.finish
-    return f(y), f(sm), f(sr)
+    return (f(y) if out is None else y), f(sm), f(sr)
 
 
 def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None, bias=None, *, training=True,
-                        axis=1):
+                        axis=1, out=None):
     """Gradients of :func:`batch_norm`: ``(dx, dweight, dbias)``, ``None`` for an absent
     parameter (``bias`` only says whether ``dbias`` is wanted), from the forward's
-    ``save_mean`` and ``save_rstd``; ``training`` as in the forward. Per-channel sums are
-    reduced in a fixed order (the same bits for any thread count)."""
+    ``save_mean`` and ``save_rstd``; ``training`` as in the forward; ``out``: dx's buffer.
+    Per-channel sums are reduced in a fixed order (the same bits for any thread count)."""
     cl = channels_last_of(x, axis)
     lib = lib_for(x)
     args = [detach(a) for a in (dy, x, save_mean, save_rstd, weight, bias)] + [
         bool(training), cl, True, True, True]
     f = lib.finish
-    return tuple(None if g is None else f(g)
-                 for g in BATCH_NORM_BWD.run(lib, args, BATCH_NORM_BWD.all_want, lib.stream))
+    res = BATCH_NORM_BWD.run(lib, args, (True if out is None else out, True, True), lib.stream)
+    return tuple(None if g is None else g if g is out else f(g) for g in res)
 
 
 def batch_norm_stats(x, *, axis=1):

@@ -151,28 +151,31 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, axis=1, out=N
     return lib.finish(y) if out is None else y
 
 
-def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, axis=1):
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, axis=1, out=None):
     """Group norm for users who drive their own autograd: ``(y, save_mean, save_rstd)``,
-    the statistics ``[N, num_groups]`` that :func:`group_norm_backward` needs."""
+    the statistics ``[N, num_groups]`` that :func:`group_norm_backward` needs; ``out``: y's
+    buffer."""
     cl = channels_last_of(x, axis)
     lib = lib_for(x)
     args = [detach(x), detach(weight), detach(bias), _groups(num_groups), float(eps), cl]
     f = lib.finish
-    return tuple(f(a) for a in GROUP_NORM.run(lib, args, GROUP_NORM.all_want, lib.stream))
+    res = GROUP_NORM.run(lib, args, (True if out is None else out, True, True), lib.stream)
+    return tuple(a if a is out else f(a) for a in res)
 
 
 def group_norm_backward(dy, x, save_mean, save_rstd, num_groups, weight=None, bias=None, *,
-                        axis=1):
+                        axis=1, out=None):
     """Gradients of :func:`group_norm`: ``(dx, dweight, dbias)``, ``None`` for an absent
-    parameter (``bias`` only says whether ``dbias`` is wanted). ``dweight`` and ``dbias`` are
-    reduced over the batch in a fixed order (the same bits for any thread count)."""
+    parameter (``bias`` only says whether ``dbias`` is wanted); ``out``: dx's buffer.
+    ``dweight`` and ``dbias`` are reduced over the batch in a fixed order (the same bits for
+    any thread count)."""
     cl = channels_last_of(x, axis)
     lib = lib_for(x)
     args = [detach(a) for a in (dy, x, save_mean, save_rstd, weight, bias)] + [
         _groups(num_groups), cl, True, True, True]
     f = lib.finish
-    return tuple(None if g is None else f(g)
-                 for g in GROUP_NORM_BWD.run(lib, args, GROUP_NORM_BWD.all_want, lib.stream))
+    res = GROUP_NORM_BWD.run(lib, args, (True if out is None else out, True, True), lib.stream)
+    return tuple(None if g is None else g if g is out else f(g) for g in res)
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,

@@ -54,7 +54,10 @@ struct Dispatch {
     size_t bytes = 0;
     if (p.per_row) {
       prep.threads = threads_for(elems, p.rows);
-      prep.channel_major = prep.threads == 1 || Cn >= prep.threads;
+      // Channel-major order keeps a channel's planes in cache from its reduction to its
+      // elementwise pass; without a reduction, planes go in memory order (the output streams
+      // out sequentially instead of in plane-sized pieces C planes apart).
+      prep.channel_major = reduce != BnReduce::None && (prep.threads == 1 || Cn >= prep.threads);
       if (prep.channel_major) prep.threads = threads_for(elems, Cn);
       if (reduce != BnReduce::None && !prep.channel_major) bytes = size_t(3 * p.rows) * sizeof(double);
     } else {
