@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="threads for normkit and torch alike (default: os.cpu_count())")
     p.add_argument("--ops", type=_csv, default=list(C.OPS),
-                   help=f"comma list of {', '.join(C.OPS)}")
+                   help=f"comma list of {', '.join(C.OPS)} ('none': only the --channel-ops)")
     p.add_argument("--dtypes", type=_csv, default=list(C.DTYPES), help="comma list: fp32,bf16")
     p.add_argument("--shapes", type=_parse_shapes, default=None,
                    help="comma list of NxH (default: all six; --quick: 4096x4096,1x4096)")
@@ -315,6 +315,8 @@ class Runner:
 
 
 def _select(args):
+    if args.ops == ["none"]:  # only the (N, C, H, W) cases
+        args.ops = []
     unknown = [o for o in args.ops if o not in C.OPS]
     if unknown:
         raise SystemExit(f"--ops: unknown {unknown}; choose from {list(C.OPS)}")
@@ -425,7 +427,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         runner.records.append(rec)
         _log(R.text_row(R.row_cells(rec, extra), widths), md)
 
-    for shape in shapes:
+    for shape in (shapes if ops else []):
         data = C.make_data(shape)
         for dtype in dtypes:
             runner.run_shape(ops, dtype, shape, passes, modes, data, emit)
