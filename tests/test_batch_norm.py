@@ -90,6 +90,24 @@ def test_kernels(nk, lib, n, c, sp, dtype, mixed, cl, training):
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_strided_views(nk, training):
+    """Views the core walks in place (a batch slice; channels last with a row stride) and
+    one it must copy (spatial dims not compact): each against the reference."""
+    rng = np.random.default_rng(12)
+    base = rng.normal(0, 1, (6, 8, 5, 9))
+    for view in (lambda a: a[::2], lambda a: a[:, :, :, 1:8:2], lambda a: a[1:5]):
+        x64 = np.ascontiguousarray(view(base))
+        case = _make(x64.shape, 8, "float64", "float64", seed=3)
+        case["x"] = x64
+        _check_case(nk, NUMPY, case, "float64", "float64", False, training, x=view(base))
+    xl = rng.normal(0, 1, (4, 10, 6))
+    x64 = np.ascontiguousarray(xl[:, ::2])
+    case = _make(x64.shape, 6, "float64", "float64", seed=4)
+    case["x"] = x64
+    _check_case(nk, NUMPY, case, "float64", "float64", True, training, x=xl[:, ::2])
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_torch_channels_last_memory(nk, device, training):
     torch = pytest.importorskip("torch")
     lib = Lib("torch", device) if device == "cpu" else None
@@ -384,3 +402,75 @@ def test_convert_sync_batchnorm_keeps_parameters():
     x = torch.randn(3, 3, 6, 6)
     out.train()
     assert out(x).shape == (3, 4)  # no process group: a plain batch norm
+
+
+# ---------------------------------------------------------------------------------------------
+# A ResNet of our own (torchvision is not installable beside this torch: its wheels need a
+# different torch), built as torchvision's resnet18 is: basic blocks with a projection
+# shortcut, batch norm (or group norm) after every convolution, zero-initialized last norm
+# of each block's residual branch.
+# ---------------------------------------------------------------------------------------------
+
+
+def _resnet(torch, norm, widths=(8, 16), blocks=2, classes=5):
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = norm(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = norm(cout)
+            nn.init.zeros_(self.bn2.weight)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    layers = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), norm(widths[0]), nn.ReLU()]
+    cin = widths[0]
+    for i, w in enumerate(widths):
+        for b in range(blocks):
+            layers.append(Block(cin, w, 2 if (b == 0 and i > 0) else 1))
+            cin = w
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes)]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("norm_name", ["BatchNorm2d", "GroupNorm"])
+@pytest.mark.parametrize("memory", ["contiguous", "channels_last"])
+def test_resnet_after_replace_norms(norm_name, memory):
+    torch = pytest.importorskip("torch")
+    import normkit.torch as nkt
+
+    nn = torch.nn
+    norm = nn.BatchNorm2d if norm_name == "BatchNorm2d" else (lambda c: nn.GroupNorm(4, c))
+    torch.manual_seed(3)
+    ref = _resnet(torch, norm).double()
+    ours = nkt.replace_norms(copy.deepcopy(ref))
+    n_ours = sum(type(m).__module__.startswith("normkit") for m in ours.modules())
+    assert n_ours == sum(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in ref.modules()) > 0
+    fmt = torch.channels_last if memory == "channels_last" else torch.contiguous_format
+    oa = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    ob = torch.optim.SGD(ours.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(3):
+        x = torch.randn(6, 3, 12, 12, dtype=torch.float64).to(memory_format=fmt)
+        t = torch.randint(0, 5, (6,))
+        outs = []
+        for m, o in ((ref, oa), (ours, ob)):
+            o.zero_grad()
+            out = m(x)
+            nn.functional.cross_entropy(out, t).backward()
+            o.step()
+            outs.append(out.detach())
+        torch.testing.assert_close(outs[1], outs[0])
+    for (k, a), (_, b) in zip(ref.state_dict().items(), ours.state_dict().items()):
+        torch.testing.assert_close(b, a, msg=k)
+    ref.eval(), ours.eval()
+    x = torch.randn(4, 3, 12, 12, dtype=torch.float64).to(memory_format=fmt)
+    torch.testing.assert_close(ours(x), ref(x))

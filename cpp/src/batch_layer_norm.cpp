@@ -98,13 +98,6 @@ struct Call {
   }
 };
 
-void both_or_neither(const char* op, const TensorView* a, const char* an, const TensorView* b,
-                     const char* bn) {
-  if ((a == nullptr) != (b == nullptr))
-    fail(ErrorKind::Value, std::string(op) + ": " + (a ? bn : an) + ": needed with " +
-                               (a ? an : bn) + " (pass both or neither)");
-}
-
 }  // namespace
 
 void batch_layer_norm_forward(const BatchLayerNormForwardArgs& a, Stream stream) {
@@ -116,9 +109,9 @@ void batch_layer_norm_forward(const BatchLayerNormForwardArgs& a, Stream stream)
   c.out(a.y, "out");
   c.p.weight = c.feature_param(a.weight, "weight", Role::In);
   c.p.bias = c.feature_param(a.bias, "bias", Role::In);
-  both_or_neither(op, a.running_batch_mean, "running_batch_mean", a.running_batch_var,
+  detail::require_pair(op, a.running_batch_mean, "running_batch_mean", a.running_batch_var,
                   "running_batch_var");
-  both_or_neither(op, a.running_feature_mean, "running_feature_mean", a.running_feature_var,
+  detail::require_pair(op, a.running_feature_mean, "running_feature_mean", a.running_feature_var,
                   "running_feature_var");
   if (!a.batch_stats_of_input && a.running_batch_mean == nullptr)
     fail(ErrorKind::Value, std::string(op) + ": running_batch_mean: required when the batch "

@@ -56,11 +56,7 @@ void batch_norm_forward(const BatchNormForwardArgs& a, Stream stream) {
   c.out(a.y, "out");
   c.p.weight = c.param(a.weight, "weight", Role::In);
   c.p.bias = c.param(a.bias, "bias", Role::In);
-  if ((a.running_mean == nullptr) != (a.running_var == nullptr))
-    fail(ErrorKind::Value, std::string(op) + ": " +
-                               (a.running_mean ? "running_var" : "running_mean") +
-                               ": needed with " + (a.running_mean ? "running_mean" : "running_var") +
-                               " (pass both or neither)");
+  detail::require_pair(op, a.running_mean, "running_mean", a.running_var, "running_var");
   if (!a.training && a.running_mean == nullptr)
     fail(ErrorKind::Value, std::string(op) +
                                ": running_mean: required when training=False (evaluation "

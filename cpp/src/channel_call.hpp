@@ -17,6 +17,14 @@ inline void require_arg(const char* op, const TensorView* t, const char* name) {
   if (t == nullptr) fail(ErrorKind::Value, std::string(op) + ": " + name + ": is required");
 }
 
+// Two arrays that come together (running mean and variance): both or neither.
+inline void require_pair(const char* op, const TensorView* a, const char* an,
+                         const TensorView* b, const char* bn) {
+  if ((a == nullptr) != (b == nullptr))
+    fail(ErrorKind::Value, std::string(op) + ": " + (a ? bn : an) + ": needed with " +
+                               (a ? an : bn) + " (pass both or neither)");
+}
+
 inline Chan chan_of(const TensorView* t) {
   Chan c;
   if (t) c.p = t->data, c.dtype = t->dtype;

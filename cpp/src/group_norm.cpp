@@ -62,11 +62,7 @@ void group_norm_forward(const GroupNormForwardArgs& a, Stream stream) {
   c.p.eps = a.eps;
   c.p.save_mean = c.group_stat(a.save_mean, "save_mean", Role::Out);
   c.p.save_rstd = c.group_stat(a.save_rstd, "save_rstd", Role::Out);
-  if ((a.running_mean == nullptr) != (a.running_var == nullptr))
-    fail(ErrorKind::Value, std::string(op) + ": " +
-                               (a.running_mean ? "running_var" : "running_mean") +
-                               ": needed with " + (a.running_mean ? "running_mean" : "running_var") +
-                               " (pass both or neither)");
+  detail::require_pair(op, a.running_mean, "running_mean", a.running_var, "running_var");
   if (a.running_mean != nullptr) {
     if (a.num_groups != c.L.C)
       fail(ErrorKind::Value, std::string(op) + ": running_mean: running statistics are instance "

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
-from ._batch_norm import _in_place_ok, _needs_autograd, update_factor
+from ._batch_norm import _in_place_ok, _needs_autograd, start_running, update_factor
 from ._registry import Bool, Float, Like, Op, OptionalTensor, Out, SliceStat, Tensor
 
 __all__ = ["batch_layer_norm", "batch_layer_norm_forward", "batch_layer_norm_backward",
@@ -82,12 +82,9 @@ def _forward_kernel(x, weight, bias, running_batch_mean, running_batch_var,
            new_running_feature_var]
     of_input = [batch_stats_of_input] * 2 + [feature_stats_of_input] * 2
     use = list(run)
-    for k in range(4):  # the updated statistics start as the old ones
-        if new[k] is not None:
-            if new[k] is not run[k]:
-                new[k][...] = run[k]
-            if of_input[k]:
-                use[k] = new[k]
+    for k in range(4):
+        if start_running(new[k], run[k]) is not None and of_input[k]:
+            use[k] = new[k]
     _core.batch_layer_norm_forward(x, weight, bias, *use, y, batch_mean, batch_rstd,
                                    feature_mean, feature_rstd, batch_stats_of_input,
                                    feature_stats_of_input, momentum, eps, delta, batch_size,

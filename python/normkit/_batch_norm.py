@@ -61,15 +61,21 @@ def _dy(lib, dy, x, channels_last):
 # ---------------------------------------------------------------------------------------
 
 
+def start_running(new, old):
+    """A functional op's updated running statistic starts as the old one (the core then
+    updates it in place); ``new`` is ``old`` itself when the caller updates in place."""
+    if new is not None and new is not old:
+        new[...] = old
+    return new
+
+
 def _forward_kernel(x, weight, bias, running_mean, running_var, training, momentum, eps,
                     channels_last, y, save_mean, save_rstd, new_running_mean, new_running_var,
                     stream):
     rm, rv = running_mean, running_var
-    if new_running_mean is not None:  # the updated statistics start as the old ones
-        if new_running_mean is not running_mean:
-            new_running_mean[...] = running_mean
-        if new_running_var is not running_var:
-            new_running_var[...] = running_var
+    if new_running_mean is not None:
+        start_running(new_running_mean, running_mean)
+        start_running(new_running_var, running_var)
         if training:
             rm, rv = new_running_mean, new_running_var
     _core.batch_norm_forward(x, weight, bias, rm, rv, y, save_mean, save_rstd, training,

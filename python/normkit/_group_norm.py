@@ -14,7 +14,7 @@ from __future__ import annotations
 from . import _core
 from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
 from ._batch_norm import (_dy, _in_place_ok, _needs_autograd, _x, batch_norm, channels_last_of,
-                          update_factor)
+                          start_running, update_factor)
 from ._registry import Bool, Float, GroupStat, Int, Like, Op, OptionalTensor, Out, Tensor
 
 __all__ = [
@@ -68,11 +68,8 @@ GROUP_NORM = Op(
 def _instance_forward_kernel(x, weight, bias, running_mean, running_var, momentum, eps,
                              channels_last, y, save_mean, save_rstd, new_running_mean,
                              new_running_var, stream):
-    if new_running_mean is not None:  # the updated statistics start as the old ones
-        if new_running_mean is not running_mean:
-            new_running_mean[...] = running_mean
-        if new_running_var is not running_var:
-            new_running_var[...] = running_var
+    start_running(new_running_mean, running_mean)
+    start_running(new_running_var, running_var)
     _core.group_norm_forward(x, weight, bias, y, save_mean, save_rstd, new_running_mean,
                              new_running_var, _channels(x, channels_last), eps, momentum,
                              channels_last, stream)
