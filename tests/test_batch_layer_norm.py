@@ -155,6 +155,24 @@ def test_running_statistics_in_place_and_momentum_none(nk):
     np.testing.assert_allclose(strided, x.mean(0), rtol=1e-6)
 
 
+def test_out_and_nan_padding(nk):
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, (4, 6, 5)).astype(np.float32)
+    big = np.full((4, 6, 9), np.nan, np.float32)
+    out = big[:, :, 2:7]
+    y = nk.batch_layer_norm(x, out=out)
+    assert y is out
+    assert np.isnan(big[:, :, :2]).all() and np.isnan(big[:, :, 7:]).all()
+    np.testing.assert_allclose(out, R.batch_layer_norm_forward(x)[0], atol=1e-5)
+    # channels first into a channels-first out (the view moved back)
+    xc = rng.normal(0, 1, (3, 5, 4, 2)).astype(np.float32)
+    outc = np.full(xc.shape, np.nan, np.float32)
+    assert nk.batch_layer_norm(xc, axis=1, out=outc) is outc
+    ref = np.moveaxis(R.batch_layer_norm_forward(np.moveaxis(xc, 1, -1))[0], -1, 1)
+    np.testing.assert_allclose(outc, ref, atol=1e-5)
+    assert nk.batch_layer_norm(np.zeros((0, 3, 5), np.float32)).shape == (0, 3, 5)
+
+
 def test_bad_input(nk):
     x = np.ones((4, 3, 5), np.float32)
     with pytest.raises(ValueError, match="weight: expected shape \\(5,\\)"):

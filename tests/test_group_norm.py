@@ -330,3 +330,24 @@ def test_compile_fullgraph_model():
     yr = ref(x)
     torch.testing.assert_close(y, yr, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(m[4].running_mean, ref[4].running_mean)
+
+
+@pytest.mark.any_isa
+def test_channel_bench_traffic():
+    """The channel benchmark's byte counts (from the declarations) against closed forms:
+    x read and y written, parameters and running statistics once each; per-channel and
+    per-group statistics are not counted."""
+    from normkit.bench import channels as CH
+
+    n, c, h, w = 2, 6, 3, 5
+    for dtype, e in (("float32", 4), ("bfloat16", 2)):
+        A, P = n * c * h * w * e, c * e
+        expect = {("batch_norm", "fwd"): 2 * A + 6 * P, ("batch_norm", "eval"): 2 * A + 6 * P,
+                  ("batch_norm", "fwd+bwd"): 5 * A + 9 * P,
+                  ("group_norm", "fwd"): 2 * A + 2 * P, ("group_norm", "fwd+bwd"): 5 * A + 5 * P,
+                  ("instance_norm", "fwd"): 2 * A + 2 * P,
+                  ("instance_norm", "fwd+bwd"): 5 * A + 5 * P}
+        cases = CH.cases(CH.OPS, [dtype], [(n, c, h, w)], ("fwd", "fwd+bwd"))
+        assert len(cases) == 2 * len(expect)
+        for case in cases:
+            assert CH.bytes_moved(case) == expect[(case.op, case.pass_)], case.label

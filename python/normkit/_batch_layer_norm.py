@@ -36,7 +36,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
+from ._arrays import (_rows_compact, detach, is_torch, lib_for, misaligned_numpy,
+                      refuse_out_with_grad)
 from ._batch_norm import _in_place_ok, _needs_autograd, start_running, update_factor
 from ._registry import Bool, Float, Like, Op, OptionalTensor, Out, SliceStat, Tensor
 
@@ -158,6 +159,20 @@ def features_back(y, moved, like):
     return np.moveaxis(y, -1, 1)
 
 
+def _out_in_place(out) -> bool:
+    """Whether the core can write ``out`` (features last) directly: aligned, the dims after
+    the batch dim compact (else the result is computed into a temporary and copied in)."""
+    if out is None:
+        return True
+    if misaligned_numpy(out):
+        return False
+    if is_torch(out):
+        return _rows_compact(tuple(out.shape), tuple(out.stride()), 1, len(out.shape) - 1)
+    if type(out) is np.ndarray:
+        return _rows_compact(out.shape, out.strides, out.itemsize, out.ndim - 1)
+    return True  # other libraries: the core names what it cannot use
+
+
 def _modes(training, use_running_batch_stats, use_running_feature_stats):
     if training:
         return True, True
@@ -206,7 +221,7 @@ def batch_layer_norm(x, weight=None, bias=None, running_batch_mean=None, running
         if out is not None:
             refuse_out_with_grad("batch_layer_norm", (x, weight, bias), (out,))
     lib = lib_for(x)
-    into = out_l if misaligned_numpy(out_l) else None
+    into = None if _out_in_place(out_l) else out_l
     runs = _used([running_batch_mean, running_batch_var, running_feature_mean,
                   running_feature_var], training, b_in, f_in)
     updates = [b_in, b_in, f_in, f_in]
