@@ -82,21 +82,29 @@ struct Kernel {
     }
   }
 
+  // The elementwise pass over plane r. `next` (or -1): a plane the next task reduces, whose
+  // lines are touched as this pass goes (Note [Prefetch the next row], cpu/vec/loops.hpp:
+  // its reads from memory then overlap this pass's writes).
   template <bool kBwd, bool kNT>
-  void plane_apply(int64_t r, int64_t ch) const {
+  void plane_apply(int64_t r, int64_t ch, int64_t next = -1) const {
     const T* xr = X + p.x_idx.offset(r);
     T* outr = OUT + p.out_idx.offset(r);
+    const T* nx = next >= 0 ? X + p.x_idx.offset(next) : nullptr;
     const V vh = V::set1(hi[ch]), va = V::set1(ca[ch]), vb = V::set1(cb[ch]);
     if constexpr (kBwd) {
       const T* dyr = DY + p.dy_idx.offset(r);
+      const T* ndy = next >= 0 ? DY + p.dy_idx.offset(next) : nullptr;
       const V vc = V::set1(cc[ch]);
       for_each_vector<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        prefetch(nx ? nx + j : nullptr);
+        prefetch(ndy ? ndy + j : nullptr);
         const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
         const V d = ld<T, V>(xr + j, n) - vh;
         st<T, V>(V::fmadd(va, dy, V::fmadd(vb, d, vc)), outr + j, n, stream);
       });
     } else {
       for_each_vector<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        prefetch(nx ? nx + j : nullptr);
         st<T, V>(V::fmadd(ld<T, V>(xr + j, n) - vh, va, vb), outr + j, n, stream);
       });
     }
@@ -120,8 +128,11 @@ struct Kernel {
             store(acc, ch);
             if (prep.fused) finish(ch);
           }
-          if (apply)
-            for (int64_t n = 0; n < N; ++n) plane_apply<kBwd, kNT>(n * Cn + ch, ch);
+          if (apply) {
+            const bool more = reduce && ch + 1 < c1;  // the next channel's planes, prefetched
+            for (int64_t n = 0; n < N; ++n)
+              plane_apply<kBwd, kNT>(n * Cn + ch, ch, more ? n * Cn + ch + 1 : -1);
+          }
         }
         if constexpr (kNT) stream_fence();  // Note [Fence on every thread]
       });

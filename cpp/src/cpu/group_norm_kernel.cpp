@@ -52,17 +52,23 @@ struct Kernel {
 
   // ---- elementwise passes over one contiguous run ----------------------------------------
 
+  // `nx`, `ndy` (or null): the next task's plane, touched as this pass goes (Note [Prefetch
+  // the next row], cpu/vec/loops.hpp).
   template <bool kNT>
-  void apply_run(const T* xr, T* outr, int64_t n, C hi, C a, C bb) const {
+  void apply_run(const T* xr, T* outr, int64_t n, C hi, C a, C bb, const T* nx) const {
     const V vh = V::set1(hi), va = V::set1(a), vb = V::set1(bb);
     for_each_vector<T, C>(n, outr, kNT, [&](int64_t j, int64_t k, bool stream) {
+      prefetch(nx ? nx + j : nullptr);
       st<T, V>(V::fmadd(ld<T, V>(xr + j, k) - vh, va, vb), outr + j, k, stream);
     });
   }
   template <bool kNT>
-  void backward_run(const T* dyr, const T* xr, T* outr, int64_t n, C hi, C a, C bd, C c) const {
+  void backward_run(const T* dyr, const T* xr, T* outr, int64_t n, C hi, C a, C bd, C c,
+                    const T* ndy, const T* nx) const {
     const V vh = V::set1(hi), va = V::set1(a), vb = V::set1(bd), vc = V::set1(c);
     for_each_vector<T, C>(n, outr, kNT, [&](int64_t j, int64_t k, bool stream) {
+      prefetch(nx ? nx + j : nullptr);
+      prefetch(ndy ? ndy + j : nullptr);
       const V dy = ld<T, V>(dyr + j, k);  // both read before dx (it may alias either)
       const V d = ld<T, V>(xr + j, k) - vh;
       st<T, V>(V::fmadd(va, dy, V::fmadd(vb, d, vc)), outr + j, k, stream);
@@ -130,6 +136,10 @@ struct Kernel {
       double* s = reinterpret_cast<double*>(scratch(t));
       for (int64_t ng = q0; ng < q1; ++ng) {
         const int64_t n = ng / G, g = ng % G, r0 = n * Cn + g * Cg;
+        const bool more = ng + 1 < q1;  // the next group's planes follow: rows r0 + Cg + k
+        auto next = [&](const T* base, const detail::RowIndex& idx, int64_t k) -> const T* {
+          return more ? base + idx.offset(r0 + Cg + k) : nullptr;
+        };
         if constexpr (!kBwd) {
           detail::Moments<double> acc{0.0, 0.0, 0.0};
           for (int64_t k = 0; k < Cg; ++k) {
@@ -141,7 +151,7 @@ struct Kernel {
           for (int64_t k = 0; k < Cg; ++k) {
             const detail::BnAffine<C> aff = detail::bn_affine<C>(ch, w(g * Cg + k), b(g * Cg + k));
             apply_run<kNT>(X + p.x_idx.offset(r0 + k), OUT + p.out_idx.offset(r0 + k), p.width,
-                           aff.hi, aff.a, aff.b);
+                           aff.hi, aff.a, aff.b, next(X, p.x_idx, k));
           }
         } else {
           const C hi = ghi(ng);
@@ -156,7 +166,8 @@ struct Kernel {
             for (int64_t k = 0; k < Cg; ++k)
               backward_run<kNT>(DY + p.dy_idx.offset(r0 + k), X + p.x_idx.offset(r0 + k),
                                 OUT + p.out_idx.offset(r0 + k), p.width, hi,
-                                w(g * Cg + k) * gb.a, gb.bd, gb.c);
+                                w(g * Cg + k) * gb.a, gb.bd, gb.c, next(DY, p.dy_idx, k),
+                                next(X, p.x_idx, k));
         }
       }
       if constexpr (kNT) stream_fence();  // Note [Fence on every thread]
@@ -175,7 +186,8 @@ struct Kernel {
       C* ca = hi + Cn;
       C* cb = ca + Cn;
       C* cc = cb + Cn;
-      for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t n = n0; n < n1; ++n) {  // (no prefetch of the next sample: a sample of
+        // MBs would evict the current one from L2/L3 between its passes — measured slower)
         const int64_t ra = n * Rs, rb = ra + Rs;
         if constexpr (!kBwd) {
           column_moments<T, C>(X, p.x_idx, ra, rb, Cn, tmp, d0, d0 + Cn);
