@@ -503,6 +503,85 @@ def batch_layer_norm_backward(dy, x, batch_mean, batch_rstd, feature_mean, featu
             dy.sum(axis=axes))
 
 
+# SPEC §12: layer-normalized recurrent cells. Weights as torch.nn.LSTM / GRU / RNN store
+# them (gates stacked along dim 0: LSTM i, f, g, o; GRU r, z, n); `ln` holds the LN gains and
+# shifts ({"x": (γ, β), "h": (γ, β), "c": (γ, β)} over 4H / 3H / H values, or per gate with
+# per_gate=True), or is None for the plain cell (torch's own, which the tests check the
+# layout conventions against).
+
+
+def _rnn_ln(v, gb, eps, per_gate, gates):
+    if gb is None:
+        return v
+    g, b = (np.asarray(a, np.float64) for a in gb)
+    if per_gate:
+        parts = np.split(v, gates, axis=-1)
+        v = np.concatenate([(p - p.mean(-1, keepdims=True))
+                            / np.sqrt(p.var(-1, keepdims=True) + eps) for p in parts], axis=-1)
+    else:
+        v = (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + eps)
+    return v * g + b
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def ln_lstm_cell(x, h, c, w_ih, w_hh, b, ln=None, eps=1e-5, per_gate=False):
+    """a = LN_h(W_hh·h) + LN_x(W_ih·x) + b (b: torch's b_ih + b_hh); i, f, g, o =
+    σ, σ, tanh, σ; c' = f·c + i·g; h' = o·tanh(LN_c(c')). Returns (h', c')."""
+    x, h, c = (np.asarray(a, np.float64) for a in (x, h, c))
+    ln = ln or {}
+    a = (_rnn_ln(x @ np.asarray(w_ih, np.float64).T, ln.get("x"), eps, per_gate, 4)
+         + _rnn_ln(h @ np.asarray(w_hh, np.float64).T, ln.get("h"), eps, per_gate, 4))
+    if b is not None:
+        a = a + np.asarray(b, np.float64)
+    i, f, g, o = np.split(a, 4, axis=-1)
+    c2 = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(_rnn_ln(c2, ln.get("c"), eps, False, 1)), c2
+
+
+def ln_gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, ln=None, eps=1e-5, per_gate=False):
+    """gx = LN_x(W_ih·x) + b_ih, gh = LN_h(W_hh·h) + b_hh; r = σ(gx_r + gh_r),
+    z = σ(gx_z + gh_z), n = tanh(gx_n + r·gh_n), h' = (1 − z)·n + z·h."""
+    x, h = (np.asarray(a, np.float64) for a in (x, h))
+    ln = ln or {}
+    gx = _rnn_ln(x @ np.asarray(w_ih, np.float64).T, ln.get("x"), eps, per_gate, 3)
+    gh = _rnn_ln(h @ np.asarray(w_hh, np.float64).T, ln.get("h"), eps, per_gate, 3)
+    if b_ih is not None:
+        gx = gx + np.asarray(b_ih, np.float64)
+    if b_hh is not None:
+        gh = gh + np.asarray(b_hh, np.float64)
+    xr, xz, xn = np.split(gx, 3, axis=-1)
+    hr, hz, hn = np.split(gh, 3, axis=-1)
+    r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+    n = np.tanh(xn + r * hn)
+    return (1.0 - z) * n + z * h
+
+
+def ln_rnn_cell(x, h, w_ih, w_hh, b=None, ln=None, eps=1e-5, nonlinearity="tanh"):
+    """h' = act(LN(W_ih·x + W_hh·h + b)) (b: torch's b_ih + b_hh), act = tanh or relu."""
+    x, h = (np.asarray(a, np.float64) for a in (x, h))
+    a = x @ np.asarray(w_ih, np.float64).T + h @ np.asarray(w_hh, np.float64).T
+    if b is not None:
+        a = a + np.asarray(b, np.float64)
+    a = _rnn_ln(a, (ln or {}).get("x"), eps, False, 1)
+    return np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0.0)
+
+
+def rnn_sequence(step, xs, state, reverse=False):
+    """Runs `step(x_t, state) -> state` over xs (T, B, I) in time order (or reversed);
+    `state` is h or a tuple whose first element is h. Returns (hs (T, B, H) in xs's time
+    order, the final state)."""
+    xs = np.asarray(xs, np.float64)
+    hs = [None] * xs.shape[0]
+    order = range(xs.shape[0] - 1, -1, -1) if reverse else range(xs.shape[0])
+    for t in order:
+        state = step(xs[t], state)
+        hs[t] = state[0] if isinstance(state, tuple) else state
+    return np.stack(hs), state
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. finite differences
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""The float64 references of SPEC §12's layer-normalized recurrent cells (tests/reference.py),
+checked before any kernel uses them: without LN they are torch.nn.LSTM / GRU / RNN exactly
+(gate order, weight layout, the two biases, both directions), and their LN behaves as layer
+normalization must (invariant to the scale of what it normalizes; per gate when asked)."""
+
+import numpy as np
+import pytest
+
+import reference as R
+
+pytestmark = pytest.mark.any_isa
+
+
+def _torch_seq(torch, kind, I, H, bidirectional, nonlinearity="tanh"):
+    torch.manual_seed(0)
+    kw = {"nonlinearity": nonlinearity} if kind == "RNN" else {}
+    return getattr(torch.nn, kind)(I, H, bidirectional=bidirectional, **kw).double()
+
+
+def _weights(m, suffix=""):
+    g = lambda n: getattr(m, n + "_l0" + suffix).detach().numpy()  # noqa: E731
+    return g("weight_ih"), g("weight_hh"), g("bias_ih"), g("bias_hh")
+
+
+@pytest.mark.parametrize("kind,nonlin", [("LSTM", "tanh"), ("GRU", "tanh"), ("RNN", "tanh"),
+                                         ("RNN", "relu")])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_plain_cells_are_torch(kind, nonlin, bidirectional):
+    torch = pytest.importorskip("torch")
+    T, B, I, H = 5, 3, 4, 6
+    m = _torch_seq(torch, kind, I, H, bidirectional, nonlin)
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (T, B, I))
+    D = 2 if bidirectional else 1
+    h0 = rng.normal(0, 0.5, (D, B, H))
+    c0 = rng.normal(0, 0.5, (D, B, H))
+    with torch.no_grad():
+        xt, ht, ct = (torch.from_numpy(a) for a in (x, h0, c0))
+        out = m(xt, (ht, ct)) if kind == "LSTM" else m(xt, ht)
+    y, hn = out[0].numpy(), out[1]
+    outs, finals = [], []
+    for d in range(D):
+        w_ih, w_hh, b_ih, b_hh = _weights(m, "_reverse" if d else "")
+        if kind == "LSTM":
+            step = lambda xt_, s: R.ln_lstm_cell(xt_, s[0], s[1], w_ih, w_hh, b_ih + b_hh)  # noqa: E731
+            hs, fin = R.rnn_sequence(step, x, (h0[d], c0[d]), reverse=d == 1)
+        elif kind == "GRU":
+            step = lambda xt_, s: R.ln_gru_cell(xt_, s, w_ih, w_hh, b_ih, b_hh)  # noqa: E731
+            hs, fin = R.rnn_sequence(step, x, h0[d], reverse=d == 1)
+        else:
+            step = lambda xt_, s: R.ln_rnn_cell(xt_, s, w_ih, w_hh, b_ih + b_hh,  # noqa: E731
+                                                nonlinearity=nonlin)
+            hs, fin = R.rnn_sequence(step, x, h0[d], reverse=d == 1)
+        outs.append(hs)
+        finals.append(fin)
+    np.testing.assert_allclose(np.concatenate(outs, axis=-1), y, rtol=1e-12, atol=1e-12)
+    if kind == "LSTM":
+        np.testing.assert_allclose(np.stack([f[0] for f in finals]), hn[0].numpy(), atol=1e-12)
+        np.testing.assert_allclose(np.stack([f[1] for f in finals]), hn[1].numpy(), atol=1e-12)
+    else:
+        np.testing.assert_allclose(np.stack(finals), hn.numpy(), atol=1e-12)
+
+
+def _ln_params(rng, n):
+    return rng.normal(1, 0.2, n), rng.normal(0, 0.2, n)
+
+
+def test_layer_norm_is_scale_invariant_and_per_gate():
+    rng = np.random.default_rng(2)
+    B, I, H = 3, 5, 4
+    x, h, c = rng.normal(0, 1, (B, I)), rng.normal(0, 1, (B, H)), rng.normal(0, 1, (B, H))
+    w_ih, w_hh, b = rng.normal(0, 0.5, (4 * H, I)), rng.normal(0, 0.5, (4 * H, H)), rng.normal(0, 0.1, 4 * H)
+    ln = {"x": _ln_params(rng, 4 * H), "h": _ln_params(rng, 4 * H), "c": _ln_params(rng, H)}
+    ref = R.ln_lstm_cell(x, h, c, w_ih, w_hh, b, ln, eps=0.0)
+    # LN over all 4H pre-activations: a common scale of W_ih (or W_hh) changes nothing ...
+    for got, want in zip(R.ln_lstm_cell(x, h, c, 3.0 * w_ih, 0.5 * w_hh, b, ln, eps=0.0), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # ... but scaling one gate's rows does, unless each gate is normalized on its own.
+    w2 = w_ih.copy()
+    w2[H:2 * H] *= 3.0
+    assert not np.allclose(R.ln_lstm_cell(x, h, c, w2, w_hh, b, ln, eps=0.0)[0], ref[0])
+    pg = R.ln_lstm_cell(x, h, c, w_ih, w_hh, b, ln, eps=0.0, per_gate=True)
+    for got, want in zip(R.ln_lstm_cell(x, h, c, w2, w_hh, b, ln, eps=0.0, per_gate=True), pg):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # The cell-state LN sits on the output path only: c' is the un-normalized state.
+    _, c2 = ref
+    _, c_plain = R.ln_lstm_cell(x, h, c, w_ih, w_hh, b, {"x": ln["x"], "h": ln["h"]}, eps=0.0)
+    np.testing.assert_allclose(c2, c_plain, rtol=1e-12)
+    # GRU and Elman: the same invariance of their LN.
+    wg_ih, wg_hh = rng.normal(0, 0.5, (3 * H, I)), rng.normal(0, 0.5, (3 * H, H))
+    lg = {"x": _ln_params(rng, 3 * H), "h": _ln_params(rng, 3 * H)}
+    g0 = R.ln_gru_cell(x, h, wg_ih, wg_hh, None, None, lg, eps=0.0)
+    np.testing.assert_allclose(R.ln_gru_cell(x, h, 2 * wg_ih, 4 * wg_hh, None, None, lg, eps=0.0),
+                               g0, rtol=1e-12, atol=1e-12)
+    wr_ih, wr_hh = rng.normal(0, 0.5, (H, I)), rng.normal(0, 0.5, (H, H))
+    lr = {"x": _ln_params(rng, H)}
+    r0 = R.ln_rnn_cell(x, h, wr_ih, wr_hh, None, lr, eps=0.0)
+    np.testing.assert_allclose(R.ln_rnn_cell(x, h, 5 * wr_ih, 5 * wr_hh, None, lr, eps=0.0), r0,
+                               rtol=1e-12, atol=1e-12)
+    assert not np.allclose(R.ln_rnn_cell(x, h, 5 * wr_ih, wr_hh, None, lr, eps=0.0), r0)
