@@ -569,6 +569,51 @@ def ln_rnn_cell(x, h, w_ih, w_hh, b=None, ln=None, eps=1e-5, nonlinearity="tanh"
     return np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0.0)
 
 
+def _rnn_ln_backward(v, gb, eps, per_gate, gates, dy):
+    """Backward of _rnn_ln: (dv, dγ, dβ) (None, None for an absent LN: dv = dy)."""
+    if gb is None:
+        return dy, None, None
+    g = np.asarray(gb[0], np.float64)
+    parts_v = np.split(v, gates, axis=-1) if per_gate else [v]
+    parts_dy = np.split(dy * g, gates, axis=-1) if per_gate else [dy * g]
+    xh_all, dv_all = [], []
+    for pv, pg in zip(parts_v, parts_dy):
+        rstd = 1.0 / np.sqrt(pv.var(-1, keepdims=True) + eps)
+        xh = (pv - pv.mean(-1, keepdims=True)) * rstd
+        dv_all.append(rstd * (pg - pg.mean(-1, keepdims=True)
+                              - xh * (pg * xh).mean(-1, keepdims=True)))
+        xh_all.append(xh)
+    xh = np.concatenate(xh_all, axis=-1)
+    lead = tuple(range(dy.ndim - 1))
+    return np.concatenate(dv_all, axis=-1), (dy * xh).sum(axis=lead), dy.sum(axis=lead)
+
+
+def ln_lstm_cell_backward(x, h, c, w_ih, w_hh, b, ln, dh2, dc2, eps=1e-5, per_gate=False):
+    """Gradients of ln_lstm_cell given dh' and dc' (the gradient reaching c' from later
+    steps): {"x", "h", "c", "w_ih", "w_hh", "b", and "ln_x", "ln_h", "ln_c" as (dγ, dβ)}."""
+    x, h, c, w_ih, w_hh = (np.asarray(a, np.float64) for a in (x, h, c, w_ih, w_hh))
+    ln = ln or {}
+    px, ph = x @ w_ih.T, h @ w_hh.T
+    a = _rnn_ln(px, ln.get("x"), eps, per_gate, 4) + _rnn_ln(ph, ln.get("h"), eps, per_gate, 4)
+    if b is not None:
+        a = a + np.asarray(b, np.float64)
+    ai, af, ag, ao = np.split(a, 4, axis=-1)
+    i, f, g, o = _sigmoid(ai), _sigmoid(af), np.tanh(ag), _sigmoid(ao)
+    c2 = f * c + i * g
+    tc = np.tanh(_rnn_ln(c2, ln.get("c"), eps, False, 1))
+    do = dh2 * tc
+    dcn = dh2 * o * (1.0 - tc * tc)
+    dc2_ln, dgc, dbc = _rnn_ln_backward(c2, ln.get("c"), eps, False, 1, dcn)
+    dc2 = np.asarray(dc2, np.float64) + dc2_ln
+    da = np.concatenate([dc2 * g * i * (1 - i), dc2 * c * f * (1 - f), dc2 * i * (1 - g * g),
+                         do * o * (1 - o)], axis=-1)
+    dpx, dgx, dbx = _rnn_ln_backward(px, ln.get("x"), eps, per_gate, 4, da)
+    dph, dgh, dbh = _rnn_ln_backward(ph, ln.get("h"), eps, per_gate, 4, da)
+    return {"x": dpx @ w_ih, "h": dph @ w_hh, "c": dc2 * f, "w_ih": dpx.T @ x,
+            "w_hh": dph.T @ h, "b": da.sum(axis=0), "ln_x": (dgx, dbx), "ln_h": (dgh, dbh),
+            "ln_c": (dgc, dbc)}
+
+
 def rnn_sequence(step, xs, state, reverse=False):
     """Runs `step(x_t, state) -> state` over xs (T, B, I) in time order (or reversed);
     `state` is h or a tuple whose first element is h. Returns (hs (T, B, H) in xs's time

@@ -98,3 +98,44 @@ def test_layer_norm_is_scale_invariant_and_per_gate():
     np.testing.assert_allclose(R.ln_rnn_cell(x, h, 5 * wr_ih, 5 * wr_hh, None, lr, eps=0.0), r0,
                                rtol=1e-12, atol=1e-12)
     assert not np.allclose(R.ln_rnn_cell(x, h, 5 * wr_ih, wr_hh, None, lr, eps=0.0), r0)
+
+
+@pytest.mark.parametrize("per_gate", [False, True])
+@pytest.mark.parametrize("with_ln", [True, False])
+def test_lstm_cell_backward_against_finite_differences(per_gate, with_ln):
+    rng = np.random.default_rng(3)
+    B, I, H = 2, 3, 4
+    args = {"x": rng.normal(0, 1, (B, I)), "h": rng.normal(0, 1, (B, H)),
+            "c": rng.normal(0, 1, (B, H)), "w_ih": rng.normal(0, 0.5, (4 * H, I)),
+            "w_hh": rng.normal(0, 0.5, (4 * H, H)), "b": rng.normal(0, 0.1, 4 * H)}
+    lnp = {"x": _ln_params(rng, 4 * H), "h": _ln_params(rng, 4 * H), "c": _ln_params(rng, H)}
+    if with_ln:
+        for k in ("x", "h", "c"):
+            args["gx" if k == "x" else "g" + k], args["b" + k] = lnp[k]
+    ph, pc = rng.normal(0, 1, (B, H)), rng.normal(0, 1, (B, H))
+
+    def ln_of(a):
+        return {k: (a["g" + k], a["b" + k]) for k in ("x", "h", "c")} if with_ln else None
+
+    def loss(a):
+        h2, c2 = R.ln_lstm_cell(a["x"], a["h"], a["c"], a["w_ih"], a["w_hh"], a["b"], ln_of(a),
+                                per_gate=per_gate)
+        return float((h2 * ph).sum() + (c2 * pc).sum())
+
+    got = R.ln_lstm_cell_backward(args["x"], args["h"], args["c"], args["w_ih"], args["w_hh"],
+                                  args["b"], ln_of(args), ph, pc, per_gate=per_gate)
+    names = {"x": "x", "h": "h", "c": "c", "w_ih": "w_ih", "w_hh": "w_hh", "b": "b"}
+    if with_ln:
+        names.update({"gx": ("ln_x", 0), "bx": ("ln_x", 1), "gh": ("ln_h", 0),
+                      "bh": ("ln_h", 1), "gc": ("ln_c", 0), "bc": ("ln_c", 1)})
+    step = 1e-6
+    for name, where in names.items():
+        g = got[where] if isinstance(where, str) else got[where[0]][where[1]]
+        fd = np.zeros_like(args[name])
+        for idx in np.ndindex(args[name].shape):
+            plus = {k: v.copy() for k, v in args.items()}
+            minus = {k: v.copy() for k, v in args.items()}
+            plus[name][idx] += step
+            minus[name][idx] -= step
+            fd[idx] = (loss(plus) - loss(minus)) / (2 * step)
+        np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7, err_msg=name)
