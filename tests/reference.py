@@ -614,6 +614,47 @@ def ln_lstm_cell_backward(x, h, c, w_ih, w_hh, b, ln, dh2, dc2, eps=1e-5, per_ga
             "ln_c": (dgc, dbc)}
 
 
+def ln_gru_cell_backward(x, h, w_ih, w_hh, b_ih, b_hh, ln, dh2, eps=1e-5, per_gate=False):
+    """Gradients of ln_gru_cell given dh': {"x", "h", "w_ih", "w_hh", "b_ih", "b_hh", "ln_x",
+    "ln_h"}."""
+    x, h, w_ih, w_hh = (np.asarray(a, np.float64) for a in (x, h, w_ih, w_hh))
+    ln = ln or {}
+    px, ph = x @ w_ih.T, h @ w_hh.T
+    gx = _rnn_ln(px, ln.get("x"), eps, per_gate, 3)
+    gh = _rnn_ln(ph, ln.get("h"), eps, per_gate, 3)
+    if b_ih is not None:
+        gx = gx + np.asarray(b_ih, np.float64)
+    if b_hh is not None:
+        gh = gh + np.asarray(b_hh, np.float64)
+    xr, xz, xn = np.split(gx, 3, axis=-1)
+    hr, hz, hn = np.split(gh, 3, axis=-1)
+    r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+    n = np.tanh(xn + r * hn)
+    dan = dh2 * (1.0 - z) * (1.0 - n * n)
+    dar = dan * hn * r * (1.0 - r)
+    daz = dh2 * (h - n) * z * (1.0 - z)
+    dgx = np.concatenate([dar, daz, dan], axis=-1)
+    dgh = np.concatenate([dar, daz, dan * r], axis=-1)
+    dpx, dgmx, dbx = _rnn_ln_backward(px, ln.get("x"), eps, per_gate, 3, dgx)
+    dph, dgmh, dbh = _rnn_ln_backward(ph, ln.get("h"), eps, per_gate, 3, dgh)
+    return {"x": dpx @ w_ih, "h": dph @ w_hh + dh2 * z, "w_ih": dpx.T @ x, "w_hh": dph.T @ h,
+            "b_ih": dgx.sum(axis=0), "b_hh": dgh.sum(axis=0), "ln_x": (dgmx, dbx),
+            "ln_h": (dgmh, dbh)}
+
+
+def ln_rnn_cell_backward(x, h, w_ih, w_hh, b, ln, dh2, eps=1e-5, nonlinearity="tanh"):
+    """Gradients of ln_rnn_cell given dh': {"x", "h", "w_ih", "w_hh", "b", "ln_x"}."""
+    x, h, w_ih, w_hh = (np.asarray(a, np.float64) for a in (x, h, w_ih, w_hh))
+    a = x @ w_ih.T + h @ w_hh.T
+    if b is not None:
+        a = a + np.asarray(b, np.float64)
+    u = _rnn_ln(a, (ln or {}).get("x"), eps, False, 1)
+    du = dh2 * (1.0 - np.tanh(u) ** 2) if nonlinearity == "tanh" else dh2 * (u > 0)
+    da, dg, dbl = _rnn_ln_backward(a, (ln or {}).get("x"), eps, False, 1, du)
+    return {"x": da @ w_ih, "h": da @ w_hh, "w_ih": da.T @ x, "w_hh": da.T @ h,
+            "b": da.sum(axis=0), "ln_x": (dg, dbl)}
+
+
 def rnn_sequence(step, xs, state, reverse=False):
     """Runs `step(x_t, state) -> state` over xs (T, B, I) in time order (or reversed);
     `state` is h or a tuple whose first element is h. Returns (hs (T, B, H) in xs's time

@@ -124,11 +124,14 @@ def test_lstm_cell_backward_against_finite_differences(per_gate, with_ln):
 
     got = R.ln_lstm_cell_backward(args["x"], args["h"], args["c"], args["w_ih"], args["w_hh"],
                                   args["b"], ln_of(args), ph, pc, per_gate=per_gate)
-    names = {"x": "x", "h": "h", "c": "c", "w_ih": "w_ih", "w_hh": "w_hh", "b": "b"}
+    names = {k: k for k in ("x", "h", "c", "w_ih", "w_hh", "b")}
     if with_ln:
         names.update({"gx": ("ln_x", 0), "bx": ("ln_x", 1), "gh": ("ln_h", 0),
                       "bh": ("ln_h", 1), "gc": ("ln_c", 0), "bc": ("ln_c", 1)})
-    step = 1e-6
+    _fd_check(args, loss, got, names)
+
+
+def _fd_check(args, loss, got, names, step=1e-6):
     for name, where in names.items():
         g = got[where] if isinstance(where, str) else got[where[0]][where[1]]
         fd = np.zeros_like(args[name])
@@ -139,3 +142,59 @@ def test_lstm_cell_backward_against_finite_differences(per_gate, with_ln):
             minus[name][idx] -= step
             fd[idx] = (loss(plus) - loss(minus)) / (2 * step)
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("per_gate", [False, True])
+@pytest.mark.parametrize("with_ln", [True, False])
+def test_gru_cell_backward_against_finite_differences(per_gate, with_ln):
+    rng = np.random.default_rng(4)
+    B, I, H = 2, 3, 4
+    args = {"x": rng.normal(0, 1, (B, I)), "h": rng.normal(0, 1, (B, H)),
+            "w_ih": rng.normal(0, 0.5, (3 * H, I)), "w_hh": rng.normal(0, 0.5, (3 * H, H)),
+            "b_ih": rng.normal(0, 0.1, 3 * H), "b_hh": rng.normal(0, 0.1, 3 * H)}
+    if with_ln:
+        for k in ("x", "h"):
+            args["g" + k], args["s" + k] = _ln_params(rng, 3 * H)
+    proj = rng.normal(0, 1, (B, H))
+
+    def ln_of(a):
+        return {k: (a["g" + k], a["s" + k]) for k in ("x", "h")} if with_ln else None
+
+    def loss(a):
+        return float((R.ln_gru_cell(a["x"], a["h"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
+                                    ln_of(a), per_gate=per_gate) * proj).sum())
+
+    got = R.ln_gru_cell_backward(args["x"], args["h"], args["w_ih"], args["w_hh"], args["b_ih"],
+                                 args["b_hh"], ln_of(args), proj, per_gate=per_gate)
+    names = {k: k for k in ("x", "h", "w_ih", "w_hh", "b_ih", "b_hh")}
+    if with_ln:
+        names.update({"gx": ("ln_x", 0), "sx": ("ln_x", 1), "gh": ("ln_h", 0),
+                      "sh": ("ln_h", 1)})
+    _fd_check(args, loss, got, names)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("with_ln", [True, False])
+def test_rnn_cell_backward_against_finite_differences(nonlinearity, with_ln):
+    rng = np.random.default_rng(5)
+    B, I, H = 2, 3, 5
+    args = {"x": rng.normal(0, 1, (B, I)), "h": rng.normal(0, 1, (B, H)),
+            "w_ih": rng.normal(0, 0.5, (H, I)), "w_hh": rng.normal(0, 0.5, (H, H)),
+            "b": rng.normal(0, 0.1, H)}
+    if with_ln:
+        args["gx"], args["sx"] = _ln_params(rng, H)
+    proj = rng.normal(0, 1, (B, H))
+
+    def ln_of(a):
+        return {"x": (a["gx"], a["sx"])} if with_ln else None
+
+    def loss(a):
+        return float((R.ln_rnn_cell(a["x"], a["h"], a["w_ih"], a["w_hh"], a["b"], ln_of(a),
+                                    nonlinearity=nonlinearity) * proj).sum())
+
+    got = R.ln_rnn_cell_backward(args["x"], args["h"], args["w_ih"], args["w_hh"], args["b"],
+                                 ln_of(args), proj, nonlinearity=nonlinearity)
+    names = {k: k for k in ("x", "h", "w_ih", "w_hh", "b")}
+    if with_ln:
+        names.update({"gx": ("ln_x", 0), "sx": ("ln_x", 1)})
+    _fd_check(args, loss, got, names)
