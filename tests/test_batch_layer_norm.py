@@ -299,3 +299,14 @@ def test_module_bad_input():
     m.eval()
     with pytest.raises(ValueError, match="needs a training step"):
         m(torch.randn(3, 4, 8))
+
+
+def test_backward_bad_input(nk):
+    x = np.ones((4, 3, 5), np.float32)
+    y, bm, br, fm, fr = nk.batch_layer_norm_forward(x + np.arange(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="batch_layer_norm_backward: feature_mean: expected 12"):
+        nk.batch_layer_norm_backward(x, x, bm, br, fm[:2], fr)
+    with pytest.raises(ValueError, match="batch_layer_norm_backward: dy: expected shape"):
+        nk.batch_layer_norm_backward(x[:, :2], x, bm, br, fm, fr)
+    with pytest.raises(TypeError, match="batch_mean: expected dtype float32"):
+        nk.batch_layer_norm_backward(x, x, bm.astype(np.float64), br, fm, fr)

@@ -351,3 +351,27 @@ def test_channel_bench_traffic():
         assert len(cases) == 2 * len(expect)
         for case in cases:
             assert CH.bytes_moved(case) == expect[(case.op, case.pass_)], case.label
+
+
+def test_forward_backward_out(nk):
+    """out= of the forward / backward pairs (batch and group norm): written in place, the
+    same values as freshly allocated ones."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(0, 1, (3, 8, 5, 4)).astype(np.float32)
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    w, b = np.ones(8, np.float32), np.zeros(8, np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    r = gn = nk.group_norm_forward(x, 4, w, b, out=y)
+    assert r[0] is y
+    np.testing.assert_array_equal(y, nk.group_norm_forward(x, 4, w, b)[0])
+    g = nk.group_norm_backward(dy, x, r[1], r[2], 4, w, b, out=dx)
+    assert g[0] is dx
+    np.testing.assert_array_equal(dx, nk.group_norm_backward(dy, x, r[1], r[2], 4, w, b)[0])
+    r = nk.batch_norm_forward(x, None, None, w, b, True, out=y)
+    assert r[0] is y
+    np.testing.assert_array_equal(y, nk.batch_norm_forward(x, None, None, w, b, True)[0])
+    g = nk.batch_norm_backward(dy, x, r[1], r[2], w, b, out=dx)
+    assert g[0] is dx
+    np.testing.assert_array_equal(dx, nk.batch_norm_backward(dy, x, r[1], r[2], w, b)[0])
+    with pytest.raises(ValueError, match="dx: expected shape"):
+        nk.group_norm_backward(dy, x, gn[1], gn[2], 4, w, b, out=np.empty((3, 8, 5), np.float32))
