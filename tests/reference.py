@@ -668,6 +668,132 @@ def rnn_sequence(step, xs, state, reverse=False):
     return np.stack(hs), state
 
 
+RNN_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+RNN_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def _zoneout_at(m, t):
+    """The zoneout mask of step t: an array [T, B, H], a constant, or None (0)."""
+    if m is None:
+        return 0.0
+    return np.asarray(m, np.float64)[t] if np.ndim(m) == 3 else float(m)
+
+
+def _ln_params(cell, p):
+    ln = {"x": (p.get("ln_x_weight"), p.get("ln_x_bias"))}
+    if cell in ("lstm", "gru"):
+        ln["h"] = (p.get("ln_h_weight"), p.get("ln_h_bias"))
+    if cell == "lstm":
+        ln["c"] = (p.get("ln_c_weight"), p.get("ln_c_bias"))
+    width = {"x": p["w_ih"].shape[0] if cell in ("lstm", "gru") else p["w_hh"].shape[1],
+             "h": p["w_hh"].shape[0], "c": p["w_hh"].shape[1]}
+    return {k: (np.ones(width[k]) if g is None else np.asarray(g, np.float64),
+                np.zeros(width[k]) if b is None else np.asarray(b, np.float64))
+            for k, (g, b) in ln.items()}
+
+
+def _bias_sum(p):
+    n = p["w_hh"].shape[0]
+    return sum(np.asarray(p[k], np.float64) if p.get(k) is not None else np.zeros(n)
+               for k in ("b_ih", "b_hh"))
+
+
+def _cell_step(cell, p, ln, x, h, c, eps, per_gate):
+    """(h̃, c̃) of one step without zoneout (c̃ None except for LSTM)."""
+    if cell == "lstm":
+        return ln_lstm_cell(x, h, c, p["w_ih"], p["w_hh"], _bias_sum(p), ln, eps, per_gate)
+    if cell == "gru":
+        return ln_gru_cell(x, h, p["w_ih"], p["w_hh"], p.get("b_ih"), p.get("b_hh"), ln, eps,
+                           per_gate), None
+    return ln_rnn_cell(x, h, p["w_ih"], p["w_hh"], _bias_sum(p), ln, eps,
+                       "tanh" if cell == "rnn_tanh" else "relu"), None
+
+
+def ln_rnn_sequence(cell, x, p, h0=None, c0=None, eps=1e-5, per_gate=False, reverse=False,
+                    zoneout_h=None, zoneout_c=None):
+    """SPEC §12 over a whole sequence, float64: x (T, B, I); p holds w_ih, w_hh and optionally
+    b_ih, b_hh, ln_{x,h,c}_{weight,bias}; zoneout (Krueger et al.): h' = m·h + (1 − m)·h̃,
+    c' = m_c·c + (1 − m_c)·c̃ with h̃ from c̃, m a mask [T, B, H] or a constant. Returns
+    (y (T, B, H), h_n, c_n (None but for LSTM))."""
+    x = np.asarray(x, np.float64)
+    T, B = x.shape[:2]
+    H = p["w_hh"].shape[1]
+    ln = _ln_params(cell, p)
+    h = np.zeros((B, H)) if h0 is None else np.asarray(h0, np.float64)
+    c = np.zeros((B, H)) if c0 is None else np.asarray(c0, np.float64)
+    y = np.zeros((T, B, H))
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        ht, ct = _cell_step(cell, p, ln, x[t], h, c, eps, per_gate)
+        mh = _zoneout_at(zoneout_h, t)
+        h = mh * h + (1.0 - mh) * ht
+        if cell == "lstm":
+            mc = _zoneout_at(zoneout_c, t)
+            c = mc * c + (1.0 - mc) * ct
+        y[t] = h
+    return y, h, (c if cell == "lstm" else None)
+
+
+def ln_rnn_sequence_backward(cell, x, p, dy=None, dh_n=None, dc_n=None, h0=None, c0=None,
+                             eps=1e-5, per_gate=False, reverse=False, zoneout_h=None,
+                             zoneout_c=None):
+    """Backpropagation through time of ln_rnn_sequence, composed from the cell backwards:
+    {"x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "ln_x_weight", "ln_x_bias", ...}."""
+    x = np.asarray(x, np.float64)
+    T, B = x.shape[:2]
+    H = p["w_hh"].shape[1]
+    ln = _ln_params(cell, p)
+    h = np.zeros((B, H)) if h0 is None else np.asarray(h0, np.float64)
+    c = np.zeros((B, H)) if c0 is None else np.asarray(c0, np.float64)
+    order = list(range(T - 1, -1, -1) if reverse else range(T))
+    prev = {}
+    for t in order:
+        prev[t] = (h, c)
+        ht, ct = _cell_step(cell, p, ln, x[t], h, c, eps, per_gate)
+        mh = _zoneout_at(zoneout_h, t)
+        h = mh * h + (1.0 - mh) * ht
+        if cell == "lstm":
+            mc = _zoneout_at(zoneout_c, t)
+            c = mc * c + (1.0 - mc) * ct
+    g = {"x": np.zeros_like(x), "w_ih": np.zeros(p["w_ih"].shape),
+         "w_hh": np.zeros(p["w_hh"].shape), "b_ih": 0.0, "b_hh": 0.0}
+    for k in ln:
+        g[f"ln_{k}_weight"], g[f"ln_{k}_bias"] = 0.0, 0.0
+    dh = np.zeros((B, H)) if dh_n is None else np.asarray(dh_n, np.float64).copy()
+    dc = np.zeros((B, H)) if dc_n is None else np.asarray(dc_n, np.float64).copy()
+    for t in reversed(order):
+        if dy is not None:
+            dh = dh + np.asarray(dy, np.float64)[t]
+        hp, cp = prev[t]
+        mh = _zoneout_at(zoneout_h, t)
+        dht = (1.0 - mh) * dh
+        if cell == "lstm":
+            mc = _zoneout_at(zoneout_c, t)
+            r = ln_lstm_cell_backward(x[t], hp, cp, p["w_ih"], p["w_hh"], _bias_sum(p), ln,
+                                      dht, (1.0 - mc) * dc, eps, per_gate)
+            dc = r["c"] + mc * dc
+            r["b_ih"] = r["b_hh"] = r["b"]
+        elif cell == "gru":
+            r = ln_gru_cell_backward(x[t], hp, p["w_ih"], p["w_hh"], p.get("b_ih"),
+                                     p.get("b_hh"), ln, dht, eps, per_gate)
+        else:
+            r = ln_rnn_cell_backward(x[t], hp, p["w_ih"], p["w_hh"], _bias_sum(p), ln, dht, eps,
+                                     "tanh" if cell == "rnn_tanh" else "relu")
+            r["b_ih"] = r["b_hh"] = r["b"]
+        dh = r["h"] + mh * dh
+        g["x"][t] = r["x"]
+        for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            g[k] = g[k] + r[k]
+        for k in ln:
+            g[f"ln_{k}_weight"] = g[f"ln_{k}_weight"] + r[f"ln_{k}"][0]
+            g[f"ln_{k}_bias"] = g[f"ln_{k}_bias"] + r[f"ln_{k}"][1]
+    g["h0"], g["c0"] = dh, (dc if cell == "lstm" else None)
+    n = p["w_hh"].shape[0]
+    for k in ("b_ih", "b_hh"):
+        if np.ndim(g[k]) == 0:
+            g[k] = np.zeros(n)
+    return g
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. finite differences
 # ---------------------------------------------------------------------------------------------

@@ -14,11 +14,13 @@
 
 #include "normkit/batch_layer_norm.hpp"
 #include "normkit/batch_norm.hpp"
+#include "normkit/blas.hpp"
 #include "normkit/config.hpp"
 #include "normkit/dtype.hpp"
 #include "normkit/dyt.hpp"
 #include "normkit/error.hpp"
 #include "normkit/group_norm.hpp"
+#include "normkit/rnn.hpp"
 #include "normkit/row_norm.hpp"
 #include "normkit/runtime.hpp"
 #include "normkit/tensor.hpp"

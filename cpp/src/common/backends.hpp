@@ -8,6 +8,7 @@
 #include "common/batch_norm_problem.hpp"
 #include "common/dyt_problem.hpp"
 #include "common/group_norm_problem.hpp"
+#include "common/rnn_problem.hpp"
 #include "common/row_norm_problem.hpp"
 #include "normkit/tensor.hpp"
 
@@ -23,6 +24,10 @@ size_t cpu_dyt_backward_workspace_size(const DytBackwardProblem& p);
 void cpu_batch_norm(const BnProblem& p);  // every BnOp; C >= 1 (rows == 0: sums zero-filled)
 void cpu_moments_merge(const MomentsMergeProblem& p);
 void cpu_batch_layer_norm(const BlnProblem& p);  // forward / backward; F >= 1
+void cpu_rnn_forward(const RnnProblem& p);
+void cpu_rnn_backward(const RnnBackwardProblem& p);
+size_t cpu_rnn_forward_workspace_size(const RnnProblem& p);
+size_t cpu_rnn_backward_workspace_size(const RnnBackwardProblem& p);
 void cpu_group_norm(const GnProblem& p);  // forward / backward; N, C >= 1 (empty: stats / sums filled)
 
 #if defined(NORMKIT_WITH_CUDA)

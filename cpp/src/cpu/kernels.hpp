@@ -11,6 +11,7 @@
 #include "cpu/batch_norm_prep.hpp"
 #include "cpu/dyt_prep.hpp"
 #include "cpu/group_norm_prep.hpp"
+#include "cpu/rnn_prep.hpp"
 #include "cpu/row_norm_prep.hpp"
 #include "cpu/vec_math_prep.hpp"
 
@@ -23,6 +24,8 @@
   X(batch_norm, (const detail::BnProblem& p, const BnPrep& prep))                          \
   X(group_norm, (const detail::GnProblem& p, const GnPrep& prep))                          \
   X(batch_layer_norm, (const detail::BlnProblem& p, const BlnPrep& prep))                  \
+  X(rnn_step_forward, (const RnnStepPrep& s))                                               \
+  X(rnn_step_backward, (const RnnStepPrep& s))                                              \
   X(vec_math_eval, (const VecMathEval& e))                                                  \
   X(vec_prim_eval, (const VecPrimEval& e))                                                  \
   X(copy, (const void* src, void* dst, int64_t bytes, int threads, bool nontemporal))
