@@ -19,6 +19,9 @@ from ._batch_norm import (batch_norm, batch_norm_apply, batch_norm_backward,
 from ._dyt import dyt, dyt_backward, dyt_forward
 from ._group_norm import (group_norm, group_norm_backward, group_norm_forward,
                           instance_norm)
+from ._rnn import (cpu_blas_info, gru, gru_backward, gru_cell, gru_forward, lstm,
+                   lstm_backward, lstm_cell, lstm_forward, rnn, rnn_backward, rnn_cell,
+                   rnn_forward)
 from .functional import (
     add_layer_norm,
     add_layer_norm_backward,
@@ -86,6 +89,9 @@ def build_info() -> dict:
 
 
 __all__ = [
+    "lstm", "gru", "rnn", "lstm_cell", "gru_cell", "rnn_cell", "lstm_forward",
+    "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward",
+    "cpu_blas_info",
     "layer_norm",
     "layer_norm_forward",
     "layer_norm_backward",

@@ -62,7 +62,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Tensor", "OptionalTensor", "Float", "Int", "Bool", "Like", "Stat", "ChannelStat",
-    "GroupStat", "SliceStat", "Out",
+    "GroupStat", "SliceStat", "Shaped", "Out",
     "SameGrad", "Op",
     "DeclarationError",
 ]
@@ -184,6 +184,17 @@ class SliceStat:
         self.of, self.start, self.stop = of, start, stop
 
 
+class Shaped:
+    """An output whose shape is computed from the (prepared) inputs: ``shape(*inputs)`` (its
+    parameters name inputs) returns a tuple — the recurrent sequences' ``y`` ``(T, B, H)``,
+    their states and reserve. Dtype and device of input ``of``; ``stat=True``: float32 (float64
+    for float64 ``of``) as :class:`Stat`. Written only with shape arithmetic, so it also runs on
+    FakeTensors and symbolic sizes. Not counted by :meth:`Op.traffic`."""
+
+    def __init__(self, of: str, shape: Callable, *, stat: bool = False):
+        self.of, self.shape, self.stat = of, shape, stat
+
+
 class Out:
     """An output: its name, its allocation (:class:`Like` / :class:`Stat` /
     :class:`ChannelStat` / :class:`GroupStat` / :class:`SliceStat`) and its role.
@@ -193,7 +204,8 @@ class Out:
     ``grad_of``: in a backward op, the forward input this output is the gradient of.
     """
 
-    def __init__(self, name: str, alloc: Union[Like, Stat, ChannelStat, GroupStat, SliceStat], *,
+    def __init__(self, name: str,
+                 alloc: Union[Like, Stat, ChannelStat, GroupStat, SliceStat, Shaped], *,
                  differentiable: bool = True,
                  backward_only: bool = False, grad_of: Optional[str] = None):
         self.name, self.alloc = name, alloc
@@ -222,8 +234,18 @@ class SameGrad:
 # How an output is allocated (Op.alloc_plan).
 ALLOC_CONTIGUOUS, ALLOC_STRIDED, ALLOC_STAT = "contiguous", "strided", "stat"
 ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C, ALLOC_SLICE = "channel", "group", "group_c", "slice"
-# Small statistics next to x's bytes: not counted by Op.traffic.
-_UNCOUNTED = (ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C, ALLOC_SLICE)
+ALLOC_SHAPED = "shaped"
+# Small statistics next to x's bytes, and computed shapes: not counted by Op.traffic.
+_UNCOUNTED = (ALLOC_CHANNEL, ALLOC_GROUP, ALLOC_GROUP_C, ALLOC_SLICE, ALLOC_SHAPED)
+
+
+def shaped_alloc_expr(op, t: str, nd_index, i: int, lib: str) -> str:
+    """Source allocating output i (a :class:`Shaped`) through adapter ``lib``; the generated
+    code holds its shape function as ``_shape<i>`` (``_g_shape<i>`` in the torch path)."""
+    _, deps, stat = nd_index
+    prefix = "_g_" if lib.startswith("_g_") else "_"
+    call = f"{prefix}shape{i}({', '.join(op.input_names[j] for j in deps)})"
+    return f"{lib}.empty_stat({t}, {call})" if stat else f"{lib}.empty_like_x({t}, {call})"
 
 
 def channel_count_expr(t: str, cl: str) -> str:
@@ -305,6 +327,9 @@ def _generate_run(op) -> Callable:
             alloc = f"lib.empty_like_x({t})"
         elif kind is ALLOC_STRIDED:
             alloc = f"lib.empty_like_strided({t})"
+        elif kind is ALLOC_SHAPED:
+            g[f"_shape{i}"] = nd_index[0]
+            alloc = shaped_alloc_expr(op, t, nd_index, i, "lib")
         elif kind in _UNCOUNTED:
             alloc = f"lib.empty_stat({t}, {stat_shape_expr(op, kind, t, nd_index)})"
         else:
@@ -470,6 +495,11 @@ class Op:
             elif isinstance(o.alloc, SliceStat):
                 kind = ALLOC_SLICE
                 nd_index = (o.alloc.start, o.alloc.stop)
+            elif isinstance(o.alloc, Shaped):
+                kind = ALLOC_SHAPED
+                deps = tuple(self._input(n, f"output {o.name!r} shape")
+                             for n in _param_names(o.alloc.shape, f"{self.name}: shape of {o.name!r}"))
+                nd_index = (o.alloc.shape, deps, o.alloc.stat)
             elif isinstance(o.alloc, GroupStat):
                 kind = ALLOC_GROUP
                 nd_index = self._input(o.alloc.groups, f"output {o.name!r} groups", tensor=False)
@@ -610,6 +640,10 @@ class Op:
                     w = lib.empty_stat(t, (t.shape[0], args[nd_index]))
                 elif kind is ALLOC_SLICE:
                     w = lib.empty_stat(t, tuple(t.shape)[nd_index[0]:nd_index[1]])
+                elif kind is ALLOC_SHAPED:
+                    fn, deps, stat = nd_index
+                    shape = tuple(fn(*[args[j] for j in deps]))
+                    w = lib.empty_stat(t, shape) if stat else lib.empty_like_x(t, shape)
                 elif kind is ALLOC_GROUP_C:
                     cl = nd_index if type(nd_index) is bool else args[nd_index]
                     w = lib.empty_stat(t, (t.shape[0], t.shape[-1] if cl else t.shape[1]))

@@ -102,6 +102,11 @@ NK_PY_BINDINGS(bind_rnn) {
         return normkit::rnn_reserve_size(static_cast<normkit::RnnCell>(cell), T, B, H);
       },
       py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("H"));
+  m.def("rnn_profile", &normkit::rnn_profile, py::arg("on"));
+  m.def("rnn_profile_read", [] {
+    const normkit::RnnProfile r = normkit::rnn_profile_read();
+    return py::make_tuple(r.gemm_seconds, r.step_seconds);
+  });
   m.def("load_cpu_blas", &normkit::load_cpu_blas, py::arg("path"), py::arg("prefix") = "");
   m.def("cpu_blas_available", &normkit::cpu_blas_available);
   m.def("cpu_blas_info", &normkit::cpu_blas_info);

@@ -136,4 +136,14 @@ NORMKIT_API void rnn_backward(const RnnBackwardArgs& args, Stream stream = nullp
 NORMKIT_API void rnn_cell_forward(const RnnForwardArgs& args, Stream stream = nullptr);
 NORMKIT_API void rnn_cell_backward(const RnnBackwardArgs& args, Stream stream = nullptr);
 
+// Where a sequence's CPU time goes (Note [RNN profile] in cpu/rnn_dispatch.cpp): on = true
+// resets and starts two counters, the seconds in the BLAS products and in the fused step
+// kernels, summed over every call (and thread-safe); read them with rnn_profile_read().
+struct RnnProfile {
+  double gemm_seconds = 0.0;
+  double step_seconds = 0.0;
+};
+NORMKIT_API void rnn_profile(bool on);
+NORMKIT_API RnnProfile rnn_profile_read();
+
 }  // namespace normkit

@@ -4,6 +4,8 @@
 // dh += dph·W_hh, and after the loop the weight and input gradients as three large products.
 // Compiled without ISA flags.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -18,6 +20,30 @@ namespace {
 using detail::BatchRows;
 using detail::RnnShape;
 using detail::SeqRows;
+
+// Note [RNN profile]: with profiling on (rnn_profile(true), the benchmark's --profile), the
+// dispatcher adds the wall time of its BLAS products and of its fused step kernels to two
+// counters, read back by rnn_profile_read(); off, a relaxed atomic load per phase.
+std::atomic<bool> g_profile{false};
+std::atomic<int64_t> g_ns_gemm{0}, g_ns_step{0};
+
+class Phase {
+ public:
+  explicit Phase(std::atomic<int64_t>& into)
+      : into_(g_profile.load(std::memory_order_relaxed) ? &into : nullptr) {
+    if (into_) t0_ = std::chrono::steady_clock::now();
+  }
+  ~Phase() {
+    if (into_)
+      into_->fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - t0_)
+                           .count());
+  }
+
+ private:
+  std::atomic<int64_t>* into_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 // Scratch carved from one buffer, each piece 64-byte aligned (sizes in elements of C).
 class Carve {
@@ -165,6 +191,7 @@ void forward(const detail::RnnProblem& p) {
       ldx = I;
     }
     if (ldx == 0) ldx = std::max<int64_t>(I, 1);
+    const Phase ph(g_ns_gemm);
     gemm<C>(op, Trans::No, Trans::Yes, T * B, N, I, C(1), X, ldx,
             static_cast<const C*>(p.w_ih), p.w_ih_ld, C(0), PX, N);
   }
@@ -173,8 +200,11 @@ void forward(const detail::RnnProblem& p) {
     const int64_t t = p.reverse ? T - 1 - step : step;
     C* hp = Hs + cur * B * H;
     C* cp = Cs + cur * B * H;
-    gemm<C>(op, Trans::No, Trans::Yes, B, N, H, C(1), hp, H, static_cast<const C*>(p.w_hh),
-            p.w_hh_ld, C(0), PH, N);
+    {
+      const Phase ph(g_ns_gemm);
+      gemm<C>(op, Trans::No, Trans::Yes, B, N, H, C(1), hp, H, static_cast<const C*>(p.w_hh),
+              p.w_hh_ld, C(0), PH, N);
+    }
     s.t = t;
     s.px = PX + t * B * N;
     s.ph = PH;
@@ -182,7 +212,10 @@ void forward(const detail::RnnProblem& p) {
     s.c_prev = cp;
     s.h_next = Hs + (1 - cur) * B * H;
     s.c_next = Cs + (1 - cur) * B * H;
-    current().rnn_step_forward(s);
+    {
+      const Phase ph(g_ns_step);
+      current().rnn_step_forward(s);
+    }
     cur = 1 - cur;
   }
   if (p.h_n.p) scatter_rows<C>(Hs + cur * B * H, B, H, p.h_n);
@@ -259,7 +292,11 @@ void backward(const detail::RnnBackwardProblem& p) {
     s.dc_out = dCs + (1 - cur) * B * H;
     s.dpx = dPX + t * B * N;
     s.dph = dPH + t * B * N;
-    current().rnn_step_backward(s);
+    {
+      const Phase ph(g_ns_step);
+      current().rnn_step_backward(s);
+    }
+    const Phase ph(g_ns_gemm);
     gemm<C>(op, Trans::No, Trans::No, B, H, N, C(1), dPH + t * B * N, N,
             static_cast<const C*>(p.w_hh), p.w_hh_ld, C(1), dh_out, H);
     cur = 1 - cur;
@@ -267,6 +304,8 @@ void backward(const detail::RnnBackwardProblem& p) {
   if (p.dh0.p) scatter_rows<C>(dHs + cur * B * H, B, H, p.dh0);
   if (p.dc0.p) scatter_rows<C>(dCs + cur * B * H, B, H, p.dc0);
   const int64_t M = T * B;
+  {
+  const Phase ph(g_ns_gemm);
   if (p.dw_ih) {
     if (M == 0 || I == 0) {
       std::memset(p.dw_ih, 0, size_t(N * I) * sizeof(C));
@@ -301,6 +340,7 @@ void backward(const detail::RnnBackwardProblem& p) {
             p.w_ih_ld, C(0), DX, lddx);
     if (L.pack_dx) unpack_seq<C>(DX, T, B, I, p.dx);
   }
+  }
   // The chunks' partial sums, added in chunk order.
   const int64_t W = s.partial_width;
   for (int64_t c = 1; c < L.nchunks; ++c)
@@ -326,6 +366,20 @@ void backward(const detail::RnnBackwardProblem& p) {
 
 }  // namespace
 }  // namespace normkit::cpu
+
+namespace normkit {
+
+void rnn_profile(bool on) {
+  cpu::g_profile.store(on);
+  cpu::g_ns_gemm.store(0);
+  cpu::g_ns_step.store(0);
+}
+
+RnnProfile rnn_profile_read() {
+  return {double(cpu::g_ns_gemm.load()) * 1e-9, double(cpu::g_ns_step.load()) * 1e-9};
+}
+
+}  // namespace normkit
 
 namespace normkit::detail {
 

@@ -38,7 +38,8 @@ from torch import Tensor
 
 from normkit import _core
 from normkit._arrays import TorchLib
-from normkit._registry import (_UNCOUNTED, ALLOC_CONTIGUOUS, ALLOC_STRIDED, FROM_GRAD,
+from normkit._registry import (_UNCOUNTED, ALLOC_CONTIGUOUS, ALLOC_SHAPED, ALLOC_STRIDED,
+                               shaped_alloc_expr, FROM_GRAD,
                                FROM_NEED, Op, bad_ndim, stat_shape_expr)
 
 __all__ = ["register", "TorchOp", "NAMESPACE"]
@@ -177,6 +178,8 @@ def _run_body(op: Op, indent: str, want=None) -> list:
                      f"else _g_empty_like({t}, memory_format=_g_c_format))")
         elif kind == ALLOC_STRIDED:
             alloc = f"_g_empty_like({t})"
+        elif kind == ALLOC_SHAPED:
+            alloc = shaped_alloc_expr(op, t, nd_index, i, "_g_TorchLib")
         elif kind in _UNCOUNTED:
             alloc = f"_g_TorchLib.empty_stat({t}, {stat_shape_expr(op, kind, t, nd_index)})"
         else:
@@ -323,6 +326,9 @@ def _generate(op: Op, overload, bwd: Optional["TorchOp"]) -> dict:
              _g_no_grad_want=op.no_grad_want, _g_all_want=op.all_want)
     for n, (_, prep, _) in enumerate(op.custom_preps):
         g[f"_g_prep{n}"] = prep
+    for i, (kind, _, nd_index, _) in enumerate(op.alloc_plan):
+        if kind == ALLOC_SHAPED:
+            g[f"_g_shape{i}"] = nd_index[0]
     if bwd is not None:
         # The eager Function returns the outputs that are not backward_only.
         returned = [k for k, o in enumerate(op.outputs) if not o.backward_only]
