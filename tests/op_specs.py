@@ -64,6 +64,10 @@ class OpSpec:
     # phases), tested by the family's own file; listed so the registry check knows them.
     phases: Tuple[str, ...] = ()
     bench: bool = True  # in normkit.bench's OPS
+    # Outputs with no reference value (an implementation's saved activations: the RNNs'
+    # reserve); the tests check their presence and shape only.
+    opaque: Tuple[str, ...] = ()
+    run_shape: tuple = (4, 6, 9)  # the generated-run check's shape
     # Bytes moved, closed form (A activation, P parameter, S statistic, e one element).
     traffic: Dict[str, Callable[[int, int, int, int], int]] = field(default_factory=dict)
 
@@ -396,6 +400,124 @@ def _bln_reference_grads(args, grads):
             "bias": db if args["bias"] is not None else None}
 
 
+# ---------------------------------------------------------------------------------------------
+# LN-RNN sequences (SPEC §12): shape (T, B, input_size, hidden_size)
+# ---------------------------------------------------------------------------------------------
+
+_RNN_LN = {"lstm": ("ln_x", "ln_h", "ln_c"), "gru": ("ln_x", "ln_h"), "rnn": ("ln_x",)}
+
+
+def _rnn_make(family):
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[family]
+
+    def make(shape, dtype, seed, variant):
+        per_gate, reverse, bias, ln, states, batch_first, zone, relu = variant
+        if len(shape) != 4:
+            return None
+        T, B, I, H = shape
+        if (per_gate or family == "rnn") and H < 3:
+            # LN over one or two values is degenerate or ill-conditioned (x̂ = ±1: rstd is
+            # 2/|a − b|): a float32 gradient loses digits the test cannot grant it
+            return None
+        rng = np.random.default_rng(seed)
+        N = G * H
+        r = lambda *sh, scale=1.0, loc=0.0: R.round_to(rng.normal(loc, scale, sh), dtype)
+        xs = (B, T, I) if batch_first else (T, B, I)
+        ys = (B, T, H) if batch_first else (T, B, H)
+        args = {"x": r(*xs), "w_ih": r(N, I, scale=0.5), "w_hh": r(N, H, scale=0.5),
+                "b_ih": r(N, scale=0.3) if bias else None, "b_hh": r(N, scale=0.3) if bias else None,
+                "h0": r(B, H, scale=0.5) if states else None,
+                "batch_first": batch_first, "per_gate": per_gate, "eps": 1e-5,
+                "reverse": reverse, "zoneout_h": 0.0}
+        if family == "lstm":
+            args["c0"] = r(B, H, scale=0.5) if states else None
+        for part in _RNN_LN[family]:
+            n = H if (part == "ln_c" or family == "rnn") else N
+            args[f"{part}_weight"] = r(n, scale=0.2, loc=1.0) if ln else None
+            args[f"{part}_bias"] = r(n, scale=0.2) if ln else None
+        masks = ("h", "c") if family == "lstm" else ("h",)
+        for m in masks:
+            args[f"zoneout_mask_{m}"] = ((rng.random(ys) < 0.3).astype(np.float64)
+                                         if zone == "mask" else None)
+            args[f"zoneout_{m}"] = 0.25 if zone == "eval" else 0.0
+        if family == "rnn":
+            args["relu"] = relu
+        grads = {"y": r(*ys), "h_n": r(B, H)}
+        if family == "lstm":
+            grads["c_n"] = r(B, H)
+        label = "-".join(k for k, on in (("pergate", per_gate), ("reverse", reverse),
+                                          ("bias", bias), ("ln", ln), ("states", states),
+                                          ("bf", batch_first), ("relu", relu)) if on)
+        return Sample(f"{label}-zo{zone}", args, grads)
+
+    return make
+
+
+def _rnn_ref_call(family, args):
+    bf = args["batch_first"]
+    tm = (lambda a: None if a is None else np.swapaxes(a, 0, 1)) if bf else (lambda a: a)
+    cell = family if family != "rnn" else ("rnn_relu" if args["relu"] else "rnn_tanh")
+    p = {k: args.get(k) for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    for part in _RNN_LN[family]:
+        p[f"{part}_weight"], p[f"{part}_bias"] = args[f"{part}_weight"], args[f"{part}_bias"]
+    zh = args["zoneout_mask_h"] if args["zoneout_mask_h"] is not None else args["zoneout_h"]
+    zc = None
+    if family == "lstm":
+        zc = args["zoneout_mask_c"] if args["zoneout_mask_c"] is not None else args["zoneout_c"]
+    common = dict(h0=args["h0"], c0=args.get("c0"), eps=args["eps"], per_gate=args["per_gate"],
+                  reverse=args["reverse"],
+                  zoneout_h=tm(zh) if isinstance(zh, np.ndarray) else zh,
+                  zoneout_c=tm(zc) if isinstance(zc, np.ndarray) else zc)
+    return cell, tm, p, common
+
+
+def _rnn_reference(family):
+    def reference(args):
+        cell, tm, p, common = _rnn_ref_call(family, args)
+        y, h, c = R.ln_rnn_sequence(cell, tm(args["x"]), p, **common)
+        out = {"y": tm(y), "h_n": h}
+        if family == "lstm":
+            out["c_n"] = c
+        return out
+
+    return reference
+
+
+def _rnn_reference_grads(family):
+    def reference_grads(args, grads):
+        cell, tm, p, common = _rnn_ref_call(family, args)
+        g = R.ln_rnn_sequence_backward(cell, tm(args["x"]), p, dy=tm(grads.get("y")),
+                                       dh_n=grads.get("h_n"), dc_n=grads.get("c_n"), **common)
+        out = {"x": tm(g["x"])}
+        for k in ("h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"):
+            if k in args:
+                out[k] = g[k] if args[k] is not None else None
+        for part in _RNN_LN[family]:
+            for w in ("weight", "bias"):
+                k = f"{part}_{w}"
+                out[k] = g[k] if args[k] is not None else None
+        return out
+
+    return reference_grads
+
+
+def _rnn_spec(family, variants):
+    return OpSpec(family, f"_rnn:{family.upper()}", _rnn_make(family), variants,
+                  ((3, 2, 3, 4), (1, 1, 2, 3), (2, 3, 1, 2)), (6, 37, 19, 33),
+                  _rnn_reference(family), _rnn_reference_grads(family),
+                  batch_invariant=False, bench=False, opaque=("reserve",),
+                  run_shape=(4, 6, 9, 5))
+
+
+# (per_gate, reverse, bias, ln, states, batch_first, zoneout: None / "mask" / "eval", relu)
+_RNN_VARIANTS = ((False, False, True, True, True, False, "mask", False),
+                 (True, True, False, False, False, True, None, False),
+                 (False, True, True, True, True, True, "eval", False))
+_ELMAN_VARIANTS = ((False, False, True, True, True, False, "mask", False),
+                   (False, True, False, False, False, True, None, True),
+                   (False, False, True, True, True, True, "eval", True))
+
+
 SPECS: List[OpSpec] = [
     _row_spec("layer_norm", "_row_norm_ops:LAYER_NORM",
               {"fwd": lambda A, P, S, e: 2 * A + 2 * P,
@@ -444,6 +566,9 @@ SPECS: List[OpSpec] = [
             (True, False, False, True), (False, False, True, True)),
            ((3, 4), (2, 3, 4), (3, 2, 2, 3)), (33, 16, 64), _bln_reference,
            _bln_reference_grads, batch_invariant=False, bench=False),
+    _rnn_spec("lstm", _RNN_VARIANTS),
+    _rnn_spec("gru", _RNN_VARIANTS),
+    _rnn_spec("rnn", _ELMAN_VARIANTS),
 ]
 BY_NAME = {s.name: s for s in SPECS}
 

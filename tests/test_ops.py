@@ -118,6 +118,9 @@ def test_torch_path_matches_reference(spec, sample, dtype):
             *_torch_args(torch, decl, args, dtype, False))
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
     for name, o in zip(decl.output_names, outs):
+        if name in spec.opaque:
+            assert o.dim() == 1 and o.numel() > 0, name
+            continue
         R.assert_close(_f64(o), ref[name], dtype, name, scale=np.max(np.abs(ref[name]), initial=0.0))
     # The eager path with autograd: forward and the gradients of every present input.
     targs = _torch_args(torch, decl, args, dtype, True)
@@ -232,7 +235,9 @@ def test_generated_run_matches_the_plans(spec):
     from normkit._arrays import NumpyLib
 
     decl = spec.declaration()
-    for _, sample in S.samples(spec, "float32", shapes=[(4, 6, 9)]):
+    cases = S.samples(spec, "float32", shapes=[spec.run_shape])
+    assert cases
+    for _, sample in cases:
         fargs = _numpy_args(decl, sample.args, strided=("x",))
         # Outputs not asked for (None in want) are skipped alike.
         _same(decl, decl.run(NumpyLib, fargs, decl.no_grad_want),
@@ -253,8 +258,10 @@ def test_generated_run_matches_the_plans(spec):
                     bargs.append(values[i.name])
             _same(bwd, bwd.run(NumpyLib, bargs, bwd.all_want),
                   bwd.run_plans(NumpyLib, bargs, bwd.all_want))
-    if decl.row_inputs:  # the generated code prepares rows as the declaration says
-        assert "lib.rows(x, normalized_ndim)" in decl._run.source
+    # The generated code prepares rows as the declaration says.
+    for k, nd_index, nd in decl.row_inputs:
+        name, by = decl.input_names[k], nd if nd_index is None else decl.input_names[nd_index]
+        assert f"lib.rows({name}, {by})" in decl._run.source
 
 
 def _same(op, got, ref):

@@ -103,6 +103,7 @@ NK_PY_BINDINGS(bind_rnn) {
       },
       py::arg("cell"), py::arg("T"), py::arg("B"), py::arg("H"));
   m.def("rnn_profile", &normkit::rnn_profile, py::arg("on"));
+  m.def("rnn_release_scratch", &normkit::rnn_release_scratch);
   m.def("rnn_profile_read", [] {
     const normkit::RnnProfile r = normkit::rnn_profile_read();
     return py::make_tuple(r.gemm_seconds, r.step_seconds);

@@ -144,6 +144,10 @@ struct RnnProfile {
   double step_seconds = 0.0;
 };
 NORMKIT_API void rnn_profile(bool on);
+// Frees the scratch the CPU sequences keep between calls on the calling thread (Note [Kept
+// scratch] in cpu/rnn_dispatch.cpp: without a caller's workspace, a grow-only buffer per
+// calling thread saves the page faults of re-mapping tens of MB per call).
+NORMKIT_API void rnn_release_scratch();
 NORMKIT_API RnnProfile rnn_profile_read();
 
 }  // namespace normkit

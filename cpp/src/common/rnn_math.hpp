@@ -9,11 +9,11 @@
 
 namespace normkit::detail::rnn {
 
-// Zoneout (Krueger et al. 2016): m·prev + (1 − m)·next, as next + m·(prev − next) (exactly
-// next for m = 0).
+// Zoneout (Krueger et al. 2016): m·prev + (1 − m)·next — exactly next for m = 0 and exactly
+// prev for m = 1 (a unit that zones out keeps its bits; next + m·(prev − next) would not).
 template <typename V>
 NK_HD V zoneout(V m, V prev, V next) {
-  return V::fmadd(m, prev - next, next);
+  return V::fmadd(m, prev, (V::set1(typename V::value_type(1)) - m) * next);
 }
 
 // LSTM: c̃ = f·c + i·g from the gates' pre-activations; the activated gates are returned too.

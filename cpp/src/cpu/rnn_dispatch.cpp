@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "common/backends.hpp"
@@ -44,6 +46,36 @@ class Phase {
   std::atomic<int64_t>* into_;
   std::chrono::steady_clock::time_point t0_;
 };
+
+// Note [Kept scratch]: a sequence's scratch is large (the input projections of all steps:
+// T·B·G·H elements, 52 MB for the LSTM; twice that in the backward) and freshly
+// mapped memory costs a page fault per 4 KB on first touch — tens of milliseconds per call,
+// a fifth of a whole training step. So when the caller passes no workspace, the buffer is
+// kept between calls, one per calling thread (grow-only; rnn_release_scratch() frees the
+// calling thread's). A caller that passes its own workspace pays nothing of this.
+struct KeptScratch {
+  std::unique_ptr<char[]> buf;
+  size_t bytes = 0;
+};
+thread_local KeptScratch t_scratch;
+
+void* kept_scratch(void* given, size_t given_bytes, size_t need, const char* op) {
+  if (given != nullptr) {
+    if (given_bytes < need)
+      throw Error(ErrorKind::Value, std::string(op) + ": workspace: expected at least " +
+                                        std::to_string(need) + " bytes, got " +
+                                        std::to_string(given_bytes));
+    return given;
+  }
+  if (need == 0) return nullptr;
+  if (t_scratch.bytes < need) {
+    t_scratch.buf.reset();  // free the old one first: never both at once
+    t_scratch.bytes = 0;
+    t_scratch.buf.reset(new char[need]);
+    t_scratch.bytes = need;
+  }
+  return t_scratch.buf.get();
+}
 
 // Scratch carved from one buffer, each piece 64-byte aligned (sizes in elements of C).
 class Carve {
@@ -167,8 +199,7 @@ void forward(const detail::RnnProblem& p) {
   const char* op = "rnn_forward";
   const int64_t T = p.T, B = p.B, H = p.H, N = p.N, I = p.I;
   const FwdLayout L = fwd_layout(p);
-  const Scratch scratch(p.workspace, p.workspace_bytes, L.bytes, op);
-  char* w = aligned(scratch.get());
+  char* w = aligned(kept_scratch(p.workspace, p.workspace_bytes, L.bytes, op));
   C* PX = reinterpret_cast<C*>(w + L.px);
   C* PH = reinterpret_cast<C*>(w + L.ph);
   C* Hs = reinterpret_cast<C*>(w + L.h);
@@ -262,8 +293,7 @@ void backward(const detail::RnnBackwardProblem& p) {
   const char* op = "rnn_backward";
   const int64_t T = p.T, B = p.B, H = p.H, N = p.N, I = p.I;
   const BwdLayout L = bwd_layout(p);
-  const Scratch scratch(p.workspace, p.workspace_bytes, L.bytes, op);
-  char* w = aligned(scratch.get());
+  char* w = aligned(kept_scratch(p.workspace, p.workspace_bytes, L.bytes, op));
   C* dPX = reinterpret_cast<C*>(w + L.dpx);
   C* dPH = p.elman() ? dPX : reinterpret_cast<C*>(w + L.dph);
   C* dHs = reinterpret_cast<C*>(w + L.dh);
@@ -373,6 +403,11 @@ void rnn_profile(bool on) {
   cpu::g_profile.store(on);
   cpu::g_ns_gemm.store(0);
   cpu::g_ns_step.store(0);
+}
+
+void rnn_release_scratch() {
+  cpu::t_scratch.buf.reset();
+  cpu::t_scratch.bytes = 0;
 }
 
 RnnProfile rnn_profile_read() {

@@ -168,9 +168,10 @@ class _LayerNormRNNBase(_Base):
             raise ValueError("module: LSTMs with proj_size > 0 are not supported")
         extra = {"nonlinearity": module.nonlinearity} if cls._family == "rnn" else {}
         p = next(module.parameters())
-        new = cls(module.input_size, module.hidden_size, module.num_layers, module.bias,
-                  module.batch_first, module.dropout, module.bidirectional,
-                  device=p.device, dtype=p.dtype, **extra, **kw)
+        new = cls(module.input_size, module.hidden_size, num_layers=module.num_layers,
+                  bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
+                  bidirectional=module.bidirectional, device=p.device, dtype=p.dtype, **extra,
+                  **kw)
         with torch.no_grad():
             for name, t in module.named_parameters():
                 getattr(new, name).copy_(t)
@@ -386,8 +387,8 @@ class _CellBase(_Base):
             raise TypeError(f"cell: expected a torch.nn.{want.__name__}, got {type(cell).__name__}")
         extra = {"nonlinearity": cell.nonlinearity} if cls._family == "rnn" else {}
         p = next(cell.parameters())
-        new = cls(cell.input_size, cell.hidden_size, cell.bias, device=p.device, dtype=p.dtype,
-                  **extra, **kw)
+        new = cls(cell.input_size, cell.hidden_size, bias=cell.bias, device=p.device,
+                  dtype=p.dtype, **extra, **kw)
         with torch.no_grad():
             for name, t in cell.named_parameters():
                 getattr(new, name).copy_(t)
