@@ -102,6 +102,44 @@ def test_bptt_matches_reference(nk, cell, T, B, I, H, reverse, dtype):
         R.assert_close(g[k], r, dtype, f"d{k}", scale=np.abs(r).max() * max(T * B, 1) ** 0.5)
 
 
+@pytest.mark.parametrize("cell", FAMILIES)
+@pytest.mark.parametrize("T,B,I,H,per_gate,reverse", [(3, 2, 4, 5, False, False),
+                                                      (2, 3, 3, 17, True, True),
+                                                      (1, 1, 2, 3, False, True)], ids=str)
+def test_forward_and_bptt_on_every_device(nk, lib, cell, T, B, I, H, per_gate, reverse):
+    # NumPy on the CPU; on CUDA (a GPU, or the emulation build with its cuBLAS stand-in) the
+    # same calls on device arrays: forward, saved reserve, every gradient, zoneout masks.
+    per_gate = per_gate and GATES[cell] > 1
+    rng = np.random.default_rng(T + 10 * H)
+    p = _params(cell, I, H, rng)
+    x = rng.normal(0, 1, (T, B, I))
+    h0 = rng.normal(0, 0.5, (B, H))
+    c0 = rng.normal(0, 0.5, (B, H)) if cell == "lstm" else None
+    dy = rng.normal(0, 1, (T, B, H))
+    dhn = rng.normal(0, 1, (B, H))
+    dcn = rng.normal(0, 1, (B, H)) if cell == "lstm" else None
+    mh = (rng.random((T, B, H)) < 0.3).astype(float)
+    mc = (rng.random((T, B, H)) < 0.3).astype(float) if cell == "lstm" else None
+    for dtype in ("float64", "float32"):
+        on = lambda a: None if a is None else lib.asarray(a, dtype)  # noqa: E731
+        q = {k: on(v) for k, v in p.items()}
+        masks = {"zoneout_mask_h": on(mh)}
+        if cell == "lstm":
+            masks["zoneout_mask_c"] = on(mc)
+        (y, h, *rest), g = _grads(nk, cell, on(x), q, on(h0), on(c0), on(dy), on(dhn), on(dcn),
+                                  per_gate=per_gate, reverse=reverse, **masks)
+        kw = dict(per_gate=per_gate, reverse=reverse, zoneout_h=mh, zoneout_c=mc)
+        ry, rh, rc = R.ln_rnn_sequence(cell, x, p, h0, c0, **kw)
+        R.assert_close(R.to_f64(y), ry, dtype, "y", scale=1.0)
+        R.assert_close(R.to_f64(h), rh, dtype, "h_n", scale=1.0)
+        ref = R.ln_rnn_sequence_backward(cell, x, p, dy, dhn, dcn, h0, c0, **kw)
+        for k, r in ref.items():
+            if r is None or g.get(k) is None:
+                continue
+            R.assert_close(R.to_f64(g[k]), r, dtype, f"d{k}",
+                           scale=np.abs(r).max() * max(T * B, 1) ** 0.5)
+
+
 def test_reference_bptt_matches_finite_differences():
     # The composed reference BPTT (zoneout masks, reverse, every parameter) against central
     # differences of the reference forward: the tests above lean on it.

@@ -86,6 +86,14 @@ void load_cpu_blas(const std::string& path, const std::string& prefix) {
   install(b);
 }
 
+#if !defined(NORMKIT_WITH_CUDA)
+void load_cublas(const std::string&) {
+  throw Error(ErrorKind::Runtime, "load_cublas: normkit was built without CUDA");
+}
+bool cublas_available() { return false; }
+std::string cublas_info() { return std::string(); }
+#endif
+
 bool cpu_blas_available() { return g_blas.load(std::memory_order_acquire) != nullptr; }
 
 std::string cpu_blas_info() {

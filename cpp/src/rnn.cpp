@@ -320,11 +320,6 @@ detail::RnnBackwardProblem resolve_backward(const RnnBackwardArgs& a, const char
 
 bool on_cuda(const TensorView& x) { return x.device == DeviceType::CUDA; }
 
-[[noreturn]] void no_cuda_rnn(const char* op) {
-  fail(ErrorKind::Runtime, std::string(op) +
-                               ": the recurrent cells have no CUDA backend yet (cuBLAS); "
-                               "run them on the CPU");
-}
 
 // A [B, W] view as [1, B, W] (the *_cell calls).
 TensorView as_seq(const TensorView& t) {
@@ -351,29 +346,39 @@ int64_t rnn_reserve_size(RnnCell cell, int64_t T, int64_t B, int64_t H) {
   return detail::rnn_reserve_layout(cell, H).row * T * B;
 }
 
+// CUDA: the backend allocates its stream-ordered scratch itself (a caller's workspace is
+// not used there): 0 bytes.
 size_t rnn_forward_workspace_size(const RnnForwardArgs& a) {
   const detail::RnnProblem p = resolve_forward(a, "rnn_forward");
-  if (on_cuda(*a.x)) no_cuda_rnn("rnn_forward");
-  return detail::cpu_rnn_forward_workspace_size(p);
+  return on_cuda(*a.x) ? 0 : detail::cpu_rnn_forward_workspace_size(p);
 }
 
 size_t rnn_backward_workspace_size(const RnnBackwardArgs& a) {
   const detail::RnnBackwardProblem p = resolve_backward(a, "rnn_backward");
-  if (on_cuda(*a.x)) no_cuda_rnn("rnn_backward");
-  return detail::cpu_rnn_backward_workspace_size(p);
+  return on_cuda(*a.x) ? 0 : detail::cpu_rnn_backward_workspace_size(p);
 }
 
 void rnn_forward(const RnnForwardArgs& a, Stream stream) {
   const detail::RnnProblem p = resolve_forward(a, "rnn_forward");
+  if (on_cuda(*a.x)) {
+#if defined(NORMKIT_WITH_CUDA)
+    detail::cuda::rnn_forward(p, stream);
+#endif
+    return;
+  }
   (void)stream;
-  if (on_cuda(*a.x)) no_cuda_rnn("rnn_forward");
   detail::cpu_rnn_forward(p);
 }
 
 void rnn_backward(const RnnBackwardArgs& a, Stream stream) {
   const detail::RnnBackwardProblem p = resolve_backward(a, "rnn_backward");
+  if (on_cuda(*a.x)) {
+#if defined(NORMKIT_WITH_CUDA)
+    detail::cuda::rnn_backward(p, stream);
+#endif
+    return;
+  }
   (void)stream;
-  if (on_cuda(*a.x)) no_cuda_rnn("rnn_backward");
   detail::cpu_rnn_backward(p);
 }
 

@@ -13,6 +13,10 @@
 #include "nk_test.hpp"
 #include "normkit/normkit.hpp"
 
+#if NORMKIT_TEST_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
 #ifndef NORMKIT_TEST_BLAS_LIBRARY
 #define NORMKIT_TEST_BLAS_LIBRARY ""
 #endif
@@ -35,7 +39,38 @@ struct Arr {
   std::vector<int64_t> shape;
   std::vector<T> v;
   TensorView view;
+  void* dev = nullptr;
   Arr() = default;
+  Arr(const Arr&) = delete;
+  Arr(Arr&& o) noexcept : shape(std::move(o.shape)), v(std::move(o.v)), view(o.view), dev(o.dev) {
+    o.dev = nullptr;
+    if (!dev) view.data = v.data();
+  }
+  ~Arr() {
+#if NORMKIT_TEST_WITH_CUDA
+    if (dev) (void)cudaFree(dev);
+#endif
+  }
+  // The CUDA backend (real or emulated): the values move to device memory and the view
+  // points there; to_host() copies them back.
+  void to_device() {
+#if NORMKIT_TEST_WITH_CUDA
+    if (v.empty()) return;
+    if (cudaMalloc(&dev, v.size() * sizeof(T)) != cudaSuccess ||
+        cudaMemcpy(dev, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
+      throw normkit::Error(normkit::ErrorKind::Runtime, "test arrays: cudaMalloc / cudaMemcpy");
+    view.data = dev;
+    view.device = normkit::DeviceType::CUDA;
+#endif
+  }
+  void to_host() {
+#if NORMKIT_TEST_WITH_CUDA
+    if (!dev) return;
+    (void)cudaDeviceSynchronize();
+    if (cudaMemcpy(v.data(), dev, v.size() * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
+      throw normkit::Error(normkit::ErrorKind::Runtime, "test arrays: cudaMemcpy back");
+#endif
+  }
   explicit Arr(std::vector<int64_t> s, T fill = T(0)) : shape(std::move(s)) {
     int64_t n = 1;
     for (auto d : shape) n *= d;
@@ -163,7 +198,8 @@ struct Run {
 };
 
 template <typename T>
-Run<T> run_core(const Net& n, const std::vector<double>* dy, bool with_workspace = false) {
+Run<T> run_core(const Net& n, const std::vector<double>* dy, bool with_workspace = false,
+                bool device = false) {
   const bool lstm = n.cell == RnnCell::LSTM, elman = n.N == n.H;
   auto arr = [](const std::vector<double>& a, std::vector<int64_t> shape) {
     Arr<T> r(std::move(shape));
@@ -178,6 +214,10 @@ Run<T> run_core(const Net& n, const std::vector<double>* dy, bool with_workspace
   Arr<T> lcw = arr(n.lncw, {n.H}), lcb = arr(n.lncb, {n.H});
   Arr<T> y({n.T, n.B, n.H}), hn({n.B, n.H}), cn({n.B, n.H});
   Arr<T> res({normkit::rnn_reserve_size(n.cell, n.T, n.B, n.H)});
+  if (device)
+    for (Arr<T>* t : {&x, &h0, &c0, &wih, &whh, &bih, &bhh, &lxw, &lxb, &lhw, &lhb, &lcw, &lcb,
+                      &y, &hn, &cn, &res})
+      t->to_device();
   normkit::RnnForwardArgs a;
   a.cell = n.cell;
   a.per_gate = n.per_gate;
@@ -194,6 +234,7 @@ Run<T> run_core(const Net& n, const std::vector<double>* dy, bool with_workspace
     a.workspace = ws.data(), a.workspace_bytes = ws.size();
   }
   normkit::rnn_forward(a);
+  for (Arr<T>* t : {&y, &hn, &cn}) t->to_host();
   Run<T> out;
   out.y.assign(y.v.begin(), y.v.end());
   out.hn.assign(hn.v.begin(), hn.v.end());
@@ -203,6 +244,10 @@ Run<T> run_core(const Net& n, const std::vector<double>* dy, bool with_workspace
   Arr<T> dx({n.T, n.B, n.I}), dh0({n.B, n.H}), dc0({n.B, n.H}), dwih({n.N, n.I}),
       dwhh({n.N, n.H}), dbih({n.N}), dbhh({n.N}), dlxw({int64_t(n.lnxw.size())}),
       dlxb({int64_t(n.lnxw.size())}), dlhw({n.N}), dlhb({n.N}), dlcw({n.H}), dlcb({n.H});
+  if (device)
+    for (Arr<T>* t : {&d, &dx, &dh0, &dc0, &dwih, &dwhh, &dbih, &dbhh, &dlxw, &dlxb, &dlhw, &dlhb,
+                      &dlcw, &dlcb})
+      t->to_device();
   normkit::RnnBackwardArgs b;
   b.cell = n.cell;
   b.per_gate = n.per_gate;
@@ -221,6 +266,9 @@ Run<T> run_core(const Net& n, const std::vector<double>* dy, bool with_workspace
     b.workspace = ws.data(), b.workspace_bytes = ws.size();
   }
   normkit::rnn_backward(b);
+  for (Arr<T>* g : {&dx, &dh0, &dc0, &dwih, &dwhh, &dbih, &dbhh, &dlxw, &dlxb, &dlhw, &dlhb,
+                    &dlcw, &dlcb})
+    g->to_host();
   for (Arr<T>* g : {&dx, &dh0, &dc0, &dwih, &dwhh, &dbih, &dbhh, &dlxw, &dlxb, &dlhw, &dlhb,
                     &dlcw, &dlcb})
     out.grads.emplace_back(g->v.begin(), g->v.end());
@@ -384,6 +432,47 @@ NK_TEST(errors, rnn) {
   normkit::RnnBackwardArgs b;
   b.x = x.p(), b.w_ih = wih.p(), b.w_hh = whh.p();
   NK_CHECK_THROWS(normkit::rnn_backward(b), "reserve: is required");
+}
+
+// The CUDA backend (cuBLAS; the emulation build's stand-in on the CPU BLAS): forward against
+// the reference, every gradient against the CPU backend's (itself checked against finite
+// differences above), float64 and float32, per gate, every cell.
+NK_TEST(rnn_cuda, matches_reference_and_cpu) {
+#if !NORMKIT_TEST_WITH_CUDA
+  NK_SKIP("built without CUDA");
+#else
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) NK_SKIP("no CUDA device");
+  need_blas();
+  struct Shape { int64_t T, B, I, H; };
+  for (RnnCell cell : kCells)
+    for (Shape sh : {Shape{3, 2, 4, 5}, Shape{2, 3, 3, 17}})
+      for (bool pg : {false, true}) {
+        if (pg && cell != RnnCell::LSTM && cell != RnnCell::GRU) continue;
+        const Net n = make_net(cell, sh.T, sh.B, sh.I, sh.H, pg, 21u + unsigned(sh.H));
+        std::vector<double> y, hn, cn;
+        reference(n, y, hn, cn);
+        std::vector<double> dy(y.size());
+        for (size_t i = 0; i < dy.size(); ++i) dy[i] = std::sin(double(i));
+        const Run<double> gpu = run_core<double>(n, &dy, false, true);
+        const Run<double> cpu = run_core<double>(n, &dy, false, false);
+        const Run<float> gpu32 = run_core<float>(n, &dy, false, true);
+        for (size_t i = 0; i < y.size(); ++i) {
+          NK_CHECK(std::fabs(gpu.y[i] - y[i]) <= 1e-12) << "cell " << int(cell) << " y[" << i << "]";
+          NK_CHECK(std::fabs(gpu32.y[i] - y[i]) <= 2e-5) << "float32 cell " << int(cell) << " y[" << i << "]";
+        }
+        for (size_t i = 0; i < hn.size(); ++i) NK_CHECK(std::fabs(gpu.hn[i] - hn[i]) <= 1e-12);
+        for (size_t k = 0; k < cpu.grads.size(); ++k) {
+          double scale = 1e-300;
+          for (double v : cpu.grads[k]) scale = std::max(scale, std::fabs(v));
+          for (size_t i = 0; i < cpu.grads[k].size(); ++i)
+            NK_CHECK(std::fabs(gpu.grads[k][i] - cpu.grads[k][i]) <= 1e-12 * scale * 10)
+                << "cell " << int(cell) << " per_gate " << pg << " gradient " << k << "[" << i
+                << "]: " << gpu.grads[k][i] << " vs CPU " << cpu.grads[k][i];
+        }
+      }
+  NK_CHECK(!normkit::cublas_info().empty());
+#endif
 }
 
 // In its own process (ctest entry rnn_noblas): before any BLAS is set, a call says what to do.

@@ -23,8 +23,9 @@ paper's expectation is used, ``m = zoneout`` (not the identity). Explicit masks
 The matrix products run on OpenBLAS from the ``scipy-openblas32`` wheel (its symbols are
 prefixed, so it cannot clash with NumPy's or torch's BLAS), loaded at the first call; it runs
 single-threaded on normkit's own threads (``normkit.set_num_threads``), never a second pool.
-float32 and float64; 16-bit data is refused (OpenBLAS has no 16-bit GEMM). CPU only for now:
-CUDA tensors get a clear error.
+float32 and float64; 16-bit data is refused (OpenBLAS has no 16-bit GEMM). On CUDA the products
+run on cuBLAS, loaded at run time from the loader path or NVIDIA's nvidia-cublas wheel
+(``pip install 'normkit[cuda]'``); a missing cuBLAS is a clear RuntimeError.
 """
 
 from __future__ import annotations
@@ -73,6 +74,37 @@ def ensure_blas() -> None:
             raise RuntimeError(f"scipy-openblas32: no lib{name}.so in {lib_dir}")
         path = os.path.join(lib_dir, sorted(cands)[0])
     _core.load_cpu_blas(path, "scipy_")
+
+
+def _wheel_cublas():
+    """libcublas from NVIDIA's wheel (``pip install 'normkit[cuda]'``: nvidia-cublas), or None."""
+    import glob
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("nvidia")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = []
+    for root in spec.submodule_search_locations:
+        for pat in ("cu13/lib/libcublas.so.*", "cublas/lib/libcublas.so.*", "cu12/lib/libcublas.so.*"):
+            found += sorted(glob.glob(os.path.join(root, pat)), reverse=True)
+    return found[0] if found else None
+
+
+def ensure_cublas() -> None:
+    """Before a GPU call: cuBLAS from the nvidia-cublas wheel when the loader path has none
+    (the emulation build's stand-in needs nothing but the CPU BLAS)."""
+    if _core.cuda_emulated():
+        ensure_blas()
+    if _core.cublas_available():
+        return
+    path = _wheel_cublas()
+    if path is not None:
+        _core.load_cublas(path)
+    # else: the call itself fails with the core's message (what to install)
 
 
 def cpu_blas_info() -> str:
@@ -153,6 +185,8 @@ def _declare(family: str):
 
     def fwd_body(a):
         ensure_blas()
+        if a["stream"]:
+            ensure_cublas()
         bf = a["batch_first"]
         _core.rnn_forward(
             cell_id(a), _tb(a["x"], bf), a["h0"], opt(a, "c0"), a["w_ih"], a["w_hh"],
@@ -180,6 +214,8 @@ def _declare(family: str):
     # The backward.
     def bwd_body(a):
         ensure_blas()
+        if a["stream"]:
+            ensure_cublas()
         bf = a["batch_first"]
         _core.rnn_backward(
             cell_id(a), _tb(a["dy"], bf), a["dh_n"], opt(a, "dc_n"), _tb(a["x"], bf),
@@ -245,6 +281,9 @@ def _draw_mask(x, y_like_shape, p):
     if is_torch(x):
         torch = sys.modules["torch"]
         return (torch.rand(y_like_shape, device=x.device) < p).to(x.dtype)
+    if _on_gpu(x):
+        raise ValueError("zoneout: drawing masks for this array library on a GPU is not "
+                         "supported: pass zoneout_mask_h (and _c) explicitly, or torch tensors")
     a = np.asarray(np.from_dlpack(x) if not isinstance(x, np.ndarray) else x)
     return (np.random.random(y_like_shape) < p).astype(a.dtype)
 
@@ -272,16 +311,14 @@ def _args(family, x, w_ih, w_hh, b_ih, b_hh, states, ln, masks, batch_first, per
     return args
 
 
-def _check_cpu(x):
-    dev = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
-    if dev != 1 and not (is_torch(x) and x.device.type == "meta"):
-        raise RuntimeError("normkit's recurrent cells have no CUDA backend yet (it needs "
-                           "cuBLAS): run them on the CPU")
+def _on_gpu(x) -> bool:
+    if is_torch(x):
+        return x.device.type == "cuda"
+    return hasattr(x, "__dlpack_device__") and x.__dlpack_device__()[0] != 1
 
 
 def _run(family, args, want_reserve):
     x = args[0]
-    _check_cpu(x)
     ensure_blas()
     op = _OPS[family]
     if is_torch(x):

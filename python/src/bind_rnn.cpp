@@ -110,5 +110,8 @@ NK_PY_BINDINGS(bind_rnn) {
   });
   m.def("load_cpu_blas", &normkit::load_cpu_blas, py::arg("path"), py::arg("prefix") = "");
   m.def("cpu_blas_available", &normkit::cpu_blas_available);
+  m.def("load_cublas", &normkit::load_cublas, py::arg("path"));
+  m.def("cublas_available", &normkit::cublas_available);
+  m.def("cublas_info", &normkit::cublas_info);
   m.def("cpu_blas_info", &normkit::cpu_blas_info);
 }

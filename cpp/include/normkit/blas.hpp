@@ -48,4 +48,14 @@ NORMKIT_API bool cpu_blas_available();
 // "OpenBLAS 0.3.x ... (libscipy_openblas.so)" or "" when none is set.
 NORMKIT_API std::string cpu_blas_info();
 
+// cuBLAS for the recurrent cells on CUDA, loaded at run time, never linked: at the first GPU
+// call normkit dlopen()s libcublas.so.13 (then .so.12) from the loader path; the Python
+// package first points it at the nvidia-cublas wheel (pip install 'normkit[cuda]') with
+// load_cublas(path). Without one, a GPU RNN call fails with a RuntimeError saying so. The
+// emulation build uses a test-only stand-in on the CPU BLAS. Builds without CUDA: load_cublas
+// throws, cublas_available() is false.
+NORMKIT_API void load_cublas(const std::string& path);
+NORMKIT_API bool cublas_available();  // may try the loader path's libcublas
+NORMKIT_API std::string cublas_info();
+
 }  // namespace normkit

@@ -43,6 +43,8 @@ size_t dyt_backward_workspace_size(const DytBackwardProblem& p);
 void batch_norm(const BnProblem& p, Stream stream);
 void moments_merge(const MomentsMergeProblem& p, Stream stream);
 void group_norm(const GnProblem& p, Stream stream);
+void rnn_forward(const RnnProblem& p, Stream stream);
+void rnn_backward(const RnnBackwardProblem& p, Stream stream);
 void batch_layer_norm(const BlnProblem& p, Stream stream);
 int device_count();            // 0 when there is no driver or no device (never throws)
 std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"

@@ -32,9 +32,9 @@ struct RnnShape {
   DType dtype = DType::Float32;
   int device_index = 0;
   int64_t T = 0, B = 0, I = 0, H = 0, N = 0;  // N = G·H
-  bool lstm() const { return cell == RnnCell::LSTM; }
-  bool gru() const { return cell == RnnCell::GRU; }
-  bool elman() const { return cell == RnnCell::RNN_TANH || cell == RnnCell::RNN_RELU; }
+  NK_HD bool lstm() const { return cell == RnnCell::LSTM; }
+  NK_HD bool gru() const { return cell == RnnCell::GRU; }
+  NK_HD bool elman() const { return cell == RnnCell::RNN_TANH || cell == RnnCell::RNN_RELU; }
 };
 
 // The parameters every call reads (contiguous arrays of dtype, or null for the default).
