@@ -57,7 +57,7 @@ def train(model, steps, batch, seed, log_every):
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % log_every == 0:
             avg = sum(losses[-log_every:]) / log_every
             print(f"    step {step:4d}  loss {avg:.4f}")

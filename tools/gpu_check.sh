@@ -7,7 +7,9 @@
 #        C++ core + tests   cmake -G Ninja, Release, NORMKIT_BUILD_TESTS=ON  -> build/
 #        Python package     pip install --no-build-isolation --no-deps .     -> pybuild/
 #   2. tests, the C++ and the Python chain side by side:
-#        ctest (all groups, -j8), then normkit_tests with every *_cuda group (row norms, DyT, batch / group / batch layer norm).
+#        ctest (all groups, -j8), then normkit_tests with every *_cuda group (row norms, DyT, batch / group / batch layer norm, the RNNs: cuBLAS
+#        from the toolkit's lib64 on the loader path; their CPU comparison needs scipy-openblas32,
+#        else that group skips).
 #        import normkit (CUDA compiled in and usable), then pytest -k cuda -n 8
 #   3. python -m normkit.bench --device cuda --quick --json OUTDIR/bench.json (alone)
 #   4. OUTDIR/summary.json; exit 0 only when every step passed
@@ -487,7 +489,8 @@ wait "$PY_BUILD" || true
     run_step 20 ctest 90 90 ctest.log \
       ctest --test-dir "$WORK/build" --output-on-failure -j 8
     run_step 21 cuda-tests 60 60 cuda-tests.log \
-      "$WORK/build/cpp/tests/normkit_tests" row_norm_cuda. determinism_cuda. errors_cuda. dyt_cuda. batch_norm_cuda. group_norm_cuda. batch_layer_norm_cuda.
+      env LD_LIBRARY_PATH="$(dirname "$(dirname "$(command -v nvcc)")")/lib64:${LD_LIBRARY_PATH:-}" \
+      "$WORK/build/cpp/tests/normkit_tests" row_norm_cuda. determinism_cuda. errors_cuda. dyt_cuda. batch_norm_cuda. group_norm_cuda. batch_layer_norm_cuda. rnn_cuda.
   else
     skip_step 20 ctest ctest.log "the C++ build failed"
     skip_step 21 cuda-tests cuda-tests.log "the C++ build failed"

@@ -148,7 +148,8 @@ void require_cpu_blas(const char* op) { (void)blas_or_fail(op); }
 // block repacks op(B), k·n elements; a column block op(A), m·k); as few as keep each block
 // at least 2^25 multiply-adds (smaller ones lose a third of the BLAS's speed: measured on
 // the LSTM's [64, 512]·[512, 2048], one call 0.80 ms, two column halves 0.40 ms each, 16
-// blocks of 128 columns 1.1 ms in all on 2 threads), at most 16, widths multiples of 64. A
+// blocks of 128 columns 1.1 ms in all on 2 threads) but two from 2^20 on (a small RNN's
+// products would otherwise run on one thread), at most 16, widths multiples of 64. A
 // function of (m, n, k) alone: the bits of C do not depend on the thread count. (The cost:
 // a recurrent product of B = 64, H = 512 keeps only 2 threads busy on a bigger machine.)
 template <typename T>
@@ -168,7 +169,9 @@ void gemm(const char* op, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, T
   const bool by_rows = n <= m;  // op(B) (k·n) is the smaller operand to repack
   const int64_t dim = by_rows ? m : n;
   const double macs = double(m) * double(n) * double(k);
-  const int64_t want = int64_t(std::min(16.0, std::max(1.0, std::floor(macs / double(1 << 25)))));
+  const double floor_blocks = macs >= double(1 << 20) ? 2.0 : 1.0;  // two threads' worth
+  const int64_t want =
+      int64_t(std::min(16.0, std::max(floor_blocks, std::floor(macs / double(1 << 25)))));
   int64_t block = dim;
   if (want > 1) block = std::min(dim, std::max<int64_t>(64, ((dim + want - 1) / want + 63) / 64 * 64));
   const int64_t nblocks = (dim + block - 1) / block;
