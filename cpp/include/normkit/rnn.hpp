@@ -33,9 +33,11 @@
 //   dtype, written by a training forward and read by the backward (null: inference, nothing
 //   saved). Scratch: `workspace` of *_workspace_size() bytes, 64-byte aligned, or null (the core
 //   allocates its own).
-// Matrix products go to the BLAS (normkit/blas.hpp): the input projection of all T steps is
-// one product, each step one recurrent product and then one fused pass (LN, gates, state).
-// Every result is the same for any thread count.
+// Matrix products go to the BLAS (normkit/blas.hpp; cuBLAS on CUDA, loaded at run time): the
+// input projection of all T steps is one product, each step one recurrent product and then
+// one fused pass (LN, gates, state). Every result is the same for any thread count; a row's
+// result is NOT bit-identical across batch sizes (the BLAS picks kernels by matrix size).
+// CUDA: the backend allocates its scratch stream-ordered itself (workspace sizes are 0).
 #pragma once
 
 #include <cstddef>

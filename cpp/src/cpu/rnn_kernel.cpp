@@ -89,6 +89,38 @@ NK_ALWAYS_INLINE void add_to(C* acc, int64_t j, int64_t n, V v) {
   st<C, V>(ld<C, V>(acc + j, n) + v, acc + j, n, false);
 }
 
+// The two LNs of a row (LSTM, GRU): the statistics of px and ph (over all N or per gate),
+// then, vector by vector of each gate g, the normalized x̂_x, x̂_h (saved to the reserve when
+// xhx is not null) handed to body(o, n, x̂_x, x̂_h), o the offset in the row. rx, rh: the
+// parts' rstd (the reserve's statistics).
+template <typename V, typename C, typename F>
+NK_ALWAYS_INLINE void two_lns(const RnnShape& sh, const C* px, const C* ph, C* xhx, C* xhh,
+                              C (&rx)[4], C (&rh)[4], F&& body) {
+  const int parts = sh.per_gate ? sh.G : 1;
+  const int64_t plen = sh.N / parts, H = sh.H;
+  C mx[4], mh[4];
+  for (int k = 0; k < parts; ++k) {
+    ln_stats(px + k * plen, plen, sh.eps, mx[k], rx[k]);
+    ln_stats(ph + k * plen, plen, sh.eps, mh[k], rh[k]);
+  }
+  for (int k = parts; k < 4; ++k) rx[k] = rx[0], rh[k] = rh[0];
+  for (int g = 0; g < sh.G; ++g) {
+    const int k = sh.per_gate ? g : 0;
+    const V vmx = V::set1(mx[k]), vrx = V::set1(rx[k]), vmh = V::set1(mh[k]),
+            vrh = V::set1(rh[k]);
+    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+      const int64_t o = g * H + j;
+      const V xx = (ld<C, V>(px + o, n) - vmx) * vrx;
+      const V xh = (ld<C, V>(ph + o, n) - vmh) * vrh;
+      if (xhx != nullptr) {
+        st<C, V>(xx, xhx + o, n, false);
+        st<C, V>(xh, xhh + o, n, false);
+      }
+      body(o, n, xx, xh);
+    });
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // LSTM
 // ---------------------------------------------------------------------------------------
@@ -98,8 +130,6 @@ void lstm_forward(const RnnStepPrep& s) {
   using V = Vec<C>;
   const RnnShape& sh = *s.shape;
   const int64_t H = sh.H, N = sh.N, t = s.t;
-  const int parts = sh.per_gate ? 4 : 1;
-  const int64_t plen = N / parts;
   const C *gx = static_cast<const C*>(s.lnx_w), *bx = static_cast<const C*>(s.lnx_b);
   const C *gh = static_cast<const C*>(s.lnh_w), *bh = static_cast<const C*>(s.lnh_b);
   const C *gc = static_cast<const C*>(s.lnc_w), *bc = static_cast<const C*>(s.lnc_b);
@@ -117,31 +147,15 @@ void lstm_forward(const RnnStepPrep& s) {
     C* y = static_cast<C*>(s.y.p) + t * s.y.st + r * s.y.sb;
     const C* mh = seq_row<C>(s.mask_h, t, r);
     const C* mc = seq_row<C>(s.mask_c, t, r);
-    C mx[4], rx[4], mhh[4], rh[4];
-    for (int k = 0; k < parts; ++k) {
-      ln_stats(px + k * plen, plen, sh.eps, mx[k], rx[k]);
-      ln_stats(a + k * plen, plen, sh.eps, mhh[k], rh[k]);
-    }
+    C rx[4], rh[4];
     C* xhx = train ? R.row(RnnReserve::XhatX, t, r) : nullptr;
     C* xhh = train ? R.row(RnnReserve::XhatH, t, r) : nullptr;
-    for (int g = 0; g < 4; ++g) {
-      const int k = sh.per_gate ? g : 0;
-      const V vmx = V::set1(mx[k]), vrx = V::set1(rx[k]), vmh = V::set1(mhh[k]),
-              vrh = V::set1(rh[k]);
-      vec_loop<V>(H, [&](int64_t j, int64_t n) {
-        const int64_t o = g * H + j;
-        const V xx = (ld<C, V>(px + o, n) - vmx) * vrx;
-        const V xh = (ld<C, V>(a + o, n) - vmh) * vrh;
-        if (train) {
-          st<C, V>(xx, xhx + o, n, false);
-          st<C, V>(xh, xhh + o, n, false);
-        }
-        const V v = (V::fmadd(ld<C, V>(gx + o, n), xx, ld<C, V>(bx + o, n)) +
-                     V::fmadd(ld<C, V>(gh + o, n), xh, ld<C, V>(bh + o, n))) +
-                    ld<C, V>(bias + o, n);
-        st<C, V>(v, a + o, n, false);
-      });
-    }
+    two_lns<V>(sh, px, a, xhx, xhh, rx, rh, [&](int64_t o, int64_t n, V xx, V xh) {
+      const V v = (V::fmadd(ld<C, V>(gx + o, n), xx, ld<C, V>(bx + o, n)) +
+                   V::fmadd(ld<C, V>(gh + o, n), xh, ld<C, V>(bh + o, n))) +
+                  ld<C, V>(bias + o, n);
+      st<C, V>(v, a + o, n, false);
+    });
     C* gates = train ? R.row(RnnReserve::Gates, t, r) : nullptr;
     vec_loop<V>(H, [&](int64_t j, int64_t n) {
       const auto g = detail::rnn::lstm_gates(ld<C, V>(a + j, n), ld<C, V>(a + H + j, n),
@@ -181,10 +195,7 @@ void lstm_forward(const RnnStepPrep& s) {
     });
     if (train) {
       C* stats = R.row(RnnReserve::Stats, t, r);
-      for (int k = 0; k < 4; ++k) {
-        stats[k] = rx[k < parts ? k : 0];
-        stats[4 + k] = rh[k < parts ? k : 0];
-      }
+      for (int k = 0; k < 4; ++k) stats[k] = rx[k], stats[4 + k] = rh[k];
       stats[8] = mean_c;
       stats[9] = rstd_c;
     }
@@ -310,8 +321,6 @@ void gru_forward(const RnnStepPrep& s) {
   using V = Vec<C>;
   const RnnShape& sh = *s.shape;
   const int64_t H = sh.H, N = sh.N, t = s.t;
-  const int parts = sh.per_gate ? 3 : 1;
-  const int64_t plen = N / parts;
   const C *gx = static_cast<const C*>(s.lnx_w), *bx = static_cast<const C*>(s.lnx_b);
   const C *gh = static_cast<const C*>(s.lnh_w), *bh = static_cast<const C*>(s.lnh_b);
   const C *bih = static_cast<const C*>(s.bias), *bhh = static_cast<const C*>(s.bias_h);
@@ -325,31 +334,18 @@ void gru_forward(const RnnStepPrep& s) {
     C* hn = static_cast<C*>(s.h_next) + r * H;
     C* y = static_cast<C*>(s.y.p) + t * s.y.st + r * s.y.sb;
     const C* mh = seq_row<C>(s.mask_h, t, r);
-    C mx[3], rx[3], mhh[3], rh[3];
-    for (int k = 0; k < parts; ++k) {
-      ln_stats(px + k * plen, plen, sh.eps, mx[k], rx[k]);
-      ln_stats(a + k * plen, plen, sh.eps, mhh[k], rh[k]);
-    }
+    C rx[4], rh[4];
     C* xhx = train ? R.row(RnnReserve::XhatX, t, r) : nullptr;
     C* xhh = train ? R.row(RnnReserve::XhatH, t, r) : nullptr;
-    for (int g = 0; g < 3; ++g) {
-      const int k = sh.per_gate ? g : 0;
-      const V vmx = V::set1(mx[k]), vrx = V::set1(rx[k]), vmh = V::set1(mhh[k]),
-              vrh = V::set1(rh[k]);
-      vec_loop<V>(H, [&](int64_t j, int64_t n) {
-        const int64_t o = g * H + j;
-        const V xx = (ld<C, V>(px + o, n) - vmx) * vrx;
-        const V xh = (ld<C, V>(a + o, n) - vmh) * vrh;
-        if (train) {
-          st<C, V>(xx, xhx + o, n, false);
-          st<C, V>(xh, xhh + o, n, false);
-        }
-        st<C, V>(V::fmadd(ld<C, V>(gx + o, n), xx, ld<C, V>(bx + o, n)) + ld<C, V>(bih + o, n),
-                 px + o, n, false);
-        st<C, V>(V::fmadd(ld<C, V>(gh + o, n), xh, ld<C, V>(bh + o, n)) + ld<C, V>(bhh + o, n),
-                 a + o, n, false);
-      });
-    }
+    two_lns<V>(sh, static_cast<const C*>(px), a, xhx, xhh, rx, rh,
+               [&](int64_t o, int64_t n, V xx, V xh) {
+                 st<C, V>(V::fmadd(ld<C, V>(gx + o, n), xx, ld<C, V>(bx + o, n)) +
+                              ld<C, V>(bih + o, n),
+                          px + o, n, false);
+                 st<C, V>(V::fmadd(ld<C, V>(gh + o, n), xh, ld<C, V>(bh + o, n)) +
+                              ld<C, V>(bhh + o, n),
+                          a + o, n, false);
+               });
     C* rzn = train ? R.row(RnnReserve::Gates, t, r) : nullptr;
     C* ghn = train ? R.row(RnnReserve::GhN, t, r) : nullptr;
     C* hprev = train ? R.row(RnnReserve::HPrev, t, r) : nullptr;
@@ -371,10 +367,7 @@ void gru_forward(const RnnStepPrep& s) {
     });
     if (train) {
       C* stats = R.row(RnnReserve::Stats, t, r);
-      for (int k = 0; k < 3; ++k) {
-        stats[k] = rx[k < parts ? k : 0];
-        stats[3 + k] = rh[k < parts ? k : 0];
-      }
+      for (int k = 0; k < 3; ++k) stats[k] = rx[k], stats[3 + k] = rh[k];
     }
   });
 }
