@@ -41,13 +41,17 @@ def _call(nk, cell, x, p, h0=None, c0=None, **kw):
     return fn(*args, **ln, **extra, **kw)
 
 
+def _fit(cases):
+    """(cell, shape...) cases: an Elman LN over one or two values is degenerate (rstd =
+    1/sqrt(eps)), so H = 1 runs for LSTM and GRU only (their LN spans 4H / 3H)."""
+    return [(c,) + s for c in FAMILIES for s in cases if GATES[c] > 1 or s[3] >= 3]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", FAMILIES)
-@pytest.mark.parametrize("T,B,I,H", [(4, 3, 5, 1), (3, 2, 4, 3), (5, 4, 7, 17), (1, 1, 6, 257),
-                                     (2, 1, 3, 17), (1, 5, 2, 3)], ids=str)
+@pytest.mark.parametrize("cell,T,B,I,H", _fit([(4, 3, 5, 1), (3, 2, 4, 3), (5, 4, 7, 17),
+                                               (1, 1, 6, 257), (2, 1, 3, 17), (1, 5, 2, 3)]),
+                         ids=str)
 def test_sequences_match_reference(nk, cell, T, B, I, H, dtype):
-    if GATES[cell] == 1 and H < 3:
-        pytest.skip("LN over one or two values is degenerate")
     rng = np.random.default_rng(T * 100 + H)
     dt = R.NP_DTYPES[dtype]
     p = _params(cell, I, H, rng, dt)
@@ -79,12 +83,10 @@ def _grads(nk, cell, x, p, h0, c0, dy, dhn, dcn, **kw):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", FAMILIES)
-@pytest.mark.parametrize("T,B,I,H,reverse", [(4, 3, 5, 1, False), (3, 2, 4, 17, True),
-                                             (1, 1, 3, 257, False), (5, 1, 2, 3, True)], ids=str)
+@pytest.mark.parametrize("cell,T,B,I,H,reverse", _fit([(4, 3, 5, 1, False), (3, 2, 4, 17, True),
+                                                       (1, 1, 3, 257, False), (5, 1, 2, 3, True)]),
+                         ids=str)
 def test_bptt_matches_reference(nk, cell, T, B, I, H, reverse, dtype):
-    if GATES[cell] == 1 and H < 3:
-        pytest.skip("LN over one or two values is degenerate")
     rng = np.random.default_rng(7 * T + H)
     dt = R.NP_DTYPES[dtype]
     p = _params(cell, I, H, rng, dt)
