@@ -1,5 +1,5 @@
-// cuda/batch_norm.cu — batch norm on the GPU (SPEC §4): every entry point of
-// cpp/src/batch_norm.cpp as up to three launches, as on the CPU (cpu/batch_norm_dispatch.cpp):
+// cuda/batch_norm.cu — batch norm on the GPU (SPEC §4), and weight norm (SPEC §9) on the same
+// kernels: every entry point of cpp/src/batch_norm.cpp as up to three launches, as on the CPU (cpu/batch_norm_dispatch.cpp):
 //
 //   1. a reduction (the moments of x, or the backward's Σdy, Σdy·d, Σd with d = x − hi) into
 //      per-plane (channels first) or per-split (channels last) partials, in double;
@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kThreads) bn_reduce_planes_kernel(const __grid
       }
     } else {
       const T* dyr = static_cast<const T*>(a.dy) + a.dy_idx.offset(r);
-      const C hi = C(rd(a.mean, r % a.C));
+      const C hi = a.mean.p ? C(rd(a.mean, r % a.C)) : C(0);  // weight norm: no mean
       C s[3] = {C(0), C(0), C(0)};
       for (int64_t j = threadIdx.x; j < a.width; j += kThreads) {
         const C g = to_c(dyr[j]), d = C(to_c(xr[j])) - hi;
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(kColTile* kColRows) bn_reduce_columns_kernel(c
       }
       v0 = double(n), v1 = double(mean), v2 = double(m2);
     } else {
-      const C hi = C(rd(a.mean, col));
+      const C hi = a.mean.p ? C(rd(a.mean, col)) : C(0);
       C s0 = C(0), s1 = C(0), s2 = C(0);
       for (int64_t r = r0 + ty; r < r1; r += kColRows) {
         const C g = to_c(static_cast<const T*>(a.dy)[a.dy_idx.offset(r) + col]);
@@ -226,6 +226,18 @@ __global__ void bn_channel_kernel(const __grid_constant__ ChanArgs a) {
            bn_sum_dy_xhat<C>(r0, r1, lo, C(rd(a.rstd, c))));
         break;
       }
+      case BnOp::WeightNorm: {  // common/batch_norm_math.hpp: w = v·g/‖v‖
+        const double norm = wn_norm(r0, r1, a.M);
+        hi[c] = C(0), ca[c] = C(double(w) / norm), cb[c] = C(0);
+        wr(a.save_rstd.p, a.save_rstd.dtype, c, norm);
+        break;
+      }
+      case BnOp::WeightNormBackward: {
+        const WnBackward<C> g = wn_backward<C>(r1, w, rd(a.rstd, c));
+        hi[c] = C(0), ca[c] = g.a, cb[c] = g.bd, cc[c] = C(0);
+        wr(a.dweight.p, a.dweight.dtype, c, g.dg);
+        break;
+      }
       case BnOp::BackwardApply:
       case BnOp::Backward: {
         const double mean = rd(a.mean, c);
@@ -302,6 +314,8 @@ void run(const BnProblem& p, cudaStream_t st) {
     case BnOp::Stats: mode = kMoments; break;
     case BnOp::BackwardReduce: mode = kSums; break;
     case BnOp::Backward: mode = (p.training || p.dweight.p || p.dbias.p) ? kSums : kNoReduce; break;
+    case BnOp::WeightNorm: mode = kMoments; break;
+    case BnOp::WeightNormBackward: mode = kSums; break;
     case BnOp::Apply:
     case BnOp::BackwardApply: break;
   }
@@ -368,9 +382,11 @@ void run(const BnProblem& p, cudaStream_t st) {
   }
   if (!empty && p.out != nullptr &&
       (p.op == BnOp::Forward || p.op == BnOp::Apply || p.op == BnOp::Backward ||
-       p.op == BnOp::BackwardApply)) {
+       p.op == BnOp::BackwardApply || p.op == BnOp::WeightNorm ||
+       p.op == BnOp::WeightNormBackward)) {
     MapArgs m;
-    m.backward = p.op == BnOp::Backward || p.op == BnOp::BackwardApply;
+    m.backward = p.op == BnOp::Backward || p.op == BnOp::BackwardApply ||
+                 p.op == BnOp::WeightNormBackward;
     m.per_row = p.per_row;
     m.rows = p.rows, m.width = p.width, m.C = Cn;
     m.x = p.x, m.x_idx = p.x_idx, m.dy = p.dy, m.dy_idx = p.dy_idx;

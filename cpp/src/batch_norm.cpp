@@ -9,6 +9,7 @@
 #include "common/backends.hpp"
 #include "common/batch_norm_problem.hpp"
 #include "normkit/batch_norm.hpp"
+#include "normkit/param_norm.hpp"
 #include "validate.hpp"
 
 namespace normkit {
@@ -24,8 +25,9 @@ using detail::Role;
 using detail::require_arg;
 
 struct Call : detail::ChannelCall<BnProblem> {
-  Call(const char* op_, BnOp kind, const TensorView* xp, bool channels_last)
-      : ChannelCall(op_, xp, channels_last) {
+  Call(const char* op_, BnOp kind, const TensorView* xp, bool channels_last,
+       const char* x_name = "x")
+      : ChannelCall(op_, xp, channels_last, x_name) {
     p.op = kind;
   }
   void dispatch(Stream stream) const {
@@ -194,6 +196,44 @@ void batch_norm_backward_apply(const BatchNormBackwardApplyArgs& a, Stream strea
       .in(a.sum_dy, "sum_dy").in(a.sum_dy_xhat, "sum_dy_xhat").out(a.dx, "dx")
       .check();
   if (c.empty()) return;
+  c.dispatch(stream);
+}
+
+// Weight norm (normkit/param_norm.hpp) is a per-channel reduction and an elementwise pass:
+// the batch-norm problem and kernels serve it (BnOp::WeightNorm*).
+void weight_norm_forward(const WeightNormArgs& a, Stream stream) {
+  const char* op = "weight_norm";
+  require_arg(op, a.v, "v");
+  require_arg(op, a.g, "g");
+  require_arg(op, a.w, "out");
+  Call c(op, BnOp::WeightNorm, a.v, a.channels_last, "v");
+  c.x_in();
+  c.out(a.w, "out");
+  c.p.weight = c.param(a.g, "g", Role::In);
+  c.p.save_rstd = c.stat(a.norm, "norm", Role::Out, true);
+  detail::Aliasing(op).in(a.v, "v").in(a.g, "g").out(a.w, "out").out(a.norm, "norm").check();
+  if (c.L.C == 0) return;
+  c.dispatch(stream);
+}
+
+void weight_norm_backward(const WeightNormBackwardArgs& a, Stream stream) {
+  const char* op = "weight_norm_backward";
+  require_arg(op, a.dw, "dw");
+  require_arg(op, a.v, "v");
+  require_arg(op, a.g, "g");
+  require_arg(op, a.norm, "norm");
+  Call c(op, BnOp::WeightNormBackward, a.v, a.channels_last, "v");
+  c.x_in();
+  c.dy_in(a.dw);
+  if (a.dv) c.out(a.dv, "dv");
+  c.p.weight = c.param(a.g, "g", Role::In);
+  c.p.rstd = c.stat(a.norm, "norm", Role::In, true);
+  c.p.dweight = c.param(a.dg, "dg", Role::Out);
+  detail::Aliasing(op)
+      .in(a.dw, "dw").in(a.v, "v").in(a.g, "g").in(a.norm, "norm")
+      .out(a.dv, "dv").out(a.dg, "dg")
+      .check();
+  if (c.L.C == 0) return;
   c.dispatch(stream);
 }
 

@@ -35,14 +35,16 @@ template <typename Problem>
 struct ChannelCall {
   const char* op;
   const TensorView& x;
+  const char* x_name;  // what the op calls x (weight norm: "v")
   ChannelLayout L;
   Problem p;
 
-  ChannelCall(const char* op_, const TensorView* xp, bool channels_last) : op(op_), x(*xp) {
-    check_view(x, op, "x");
-    check_float_dtype(x, op, "x");
-    check_aligned(x, op, "x");
-    L = resolve_channel_layout(op, x, channels_last);
+  ChannelCall(const char* op_, const TensorView* xp, bool channels_last, const char* xn = "x")
+      : op(op_), x(*xp), x_name(xn) {
+    check_view(x, op, x_name);
+    check_float_dtype(x, op, x_name);
+    check_aligned(x, op, x_name);
+    L = resolve_channel_layout(op, x, channels_last, x_name);
     p.device_index = x.device_index;
     p.x_dtype = x.dtype;
     p.per_row = L.per_row;
@@ -60,7 +62,7 @@ struct ChannelCall {
       *idx = make_row_index(v, L.lead, op, name);
     }
   }
-  void x_in() { like_x(&x, "x", Role::In, &p.x, &p.x_idx); }
+  void x_in() { like_x(&x, x_name, Role::In, &p.x, &p.x_idx); }
   void dy_in(const TensorView* dy) { like_x(dy, "dy", Role::In, &p.dy, &p.dy_idx); }
   void out(const TensorView* t, const char* name) {
     const void* d = nullptr;
@@ -81,7 +83,7 @@ struct ChannelCall {
   template <typename Cpu, typename Cuda>
   void dispatch(Stream stream, Cpu cpu, Cuda cuda) const {
     if (x.device == DeviceType::CUDA) {
-      check_cuda_device(x, op, "x");
+      check_cuda_device(x, op, x_name);
 #if defined(NORMKIT_WITH_CUDA)
       cuda(p, stream);
 #else

@@ -16,10 +16,11 @@ TensorView channel_last_view(const TensorView& t) {
   return v;
 }
 
-ChannelLayout resolve_channel_layout(const char* op, const TensorView& x, bool channels_last) {
+ChannelLayout resolve_channel_layout(const char* op, const TensorView& x, bool channels_last,
+                                     const char* name) {
   ChannelLayout L;
   if (x.ndim < (channels_last ? 1 : 2))
-    fail(ErrorKind::Value, std::string(op) + ": x: expected " +
+    fail(ErrorKind::Value, std::string(op) + ": " + name + ": expected " +
                                (channels_last ? "at least 1 dim (*, C)"
                                               : "at least 2 dims (N, C, *) for channels first") +
                                ", got shape " + shape_str(x));
@@ -34,8 +35,8 @@ ChannelLayout resolve_channel_layout(const char* op, const TensorView& x, bool c
     const bool planes = dims_compact(x, 2);
     const bool chan_unit = x.shape[1] == 1 || x.strides[1] == 1 || x.numel() == 0;
     if (!planes && !chan_unit)
-      fail(ErrorKind::Value, std::string(op) +
-                                 ": x: for channels-first data the dims after C must be "
+      fail(ErrorKind::Value, std::string(op) + ": " + name +
+                                 ": for channels-first data the dims after C must be "
                                  "contiguous, or C must have unit stride (channels-last memory); "
                                  "got neither (pass a contiguous copy)");
     if (planes && (!chan_unit || spatial >= L.C)) {

@@ -31,7 +31,8 @@ TensorView channel_last_view(const TensorView& t);
 
 // The layout of x (ValueError naming x when neither reading fits; channels first needs at
 // least 2 dims).
-ChannelLayout resolve_channel_layout(const char* op, const TensorView& x, bool channels_last);
+ChannelLayout resolve_channel_layout(const char* op, const TensorView& x, bool channels_last,
+                                     const char* name = "x");
 
 // An array shaped like x, walked the same way: checked like x (check_like) and returned as
 // the view the kernels index (permuted like x).

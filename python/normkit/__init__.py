@@ -19,6 +19,7 @@ from ._batch_norm import (batch_norm, batch_norm_apply, batch_norm_backward,
 from ._dyt import dyt, dyt_backward, dyt_forward
 from ._group_norm import (group_norm, group_norm_backward, group_norm_forward,
                           instance_norm)
+from ._param_norm import weight_norm, weight_norm_backward, weight_norm_forward
 from ._rnn import (cpu_blas_info, gru, gru_backward, gru_cell, gru_forward, lstm,
                    lstm_backward, lstm_cell, lstm_forward, rnn, rnn_backward, rnn_cell,
                    rnn_forward)
@@ -125,6 +126,9 @@ __all__ = [
     "ada_norm",
     "ada_norm_forward",
     "ada_norm_backward",
+    "weight_norm",
+    "weight_norm_forward",
+    "weight_norm_backward",
     "set_num_threads",
     "get_num_threads",
     "cpu_isa",

@@ -20,6 +20,7 @@
 #include "normkit/dyt.hpp"
 #include "normkit/error.hpp"
 #include "normkit/group_norm.hpp"
+#include "normkit/param_norm.hpp"
 #include "normkit/rnn.hpp"
 #include "normkit/row_norm.hpp"
 #include "normkit/runtime.hpp"

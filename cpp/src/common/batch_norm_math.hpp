@@ -85,6 +85,24 @@ NK_HD BnBackward<C> bn_backward(bool training, C hi, double r, C rstd, C w, doub
   return g;
 }
 
+// Weight norm (SPEC §9) on the same reductions: the channel's norm from its exact moments,
+// ‖v‖² = M2 + M·mean² (two non-negative terms: nothing cancels), and the elementwise passes
+//   w = v·a,  a = g/‖v‖                                    (hi = 0, b = 0);
+//   dv = a·dw + bd·v,  bd = −g·dg/‖v‖², dg = Σ(dw·v)/‖v‖   (hi = 0, c = 0).
+NK_HD double wn_norm(double mean, double m2, double M) { return sqrt(m2 + M * mean * mean); }
+
+template <typename C>
+struct WnBackward {
+  C a, bd;
+  double dg;
+};
+template <typename C>
+NK_HD WnBackward<C> wn_backward(double sum_dw_v, C g, double norm) {
+  const double rn = 1.0 / norm;
+  const double dg = sum_dw_v * rn;
+  return {C(double(g) * rn), C(-double(g) * dg * rn * rn), dg};
+}
+
 // The running statistics' update (training).
 NK_HD double bn_running_update(double running, double batch, double momentum) {
   return (1.0 - momentum) * running + momentum * batch;

@@ -27,7 +27,12 @@ struct Chan {
 
 // Every batch-norm entry point resolves into this one problem: the arrays shaped like x that
 // the call uses (null otherwise) and the per-channel arrays.
-enum class BnOp { Forward, Backward, Stats, Apply, BackwardReduce, BackwardApply };
+enum class BnOp {
+  Forward, Backward, Stats, Apply, BackwardReduce, BackwardApply,
+  // Weight norm (normkit/param_norm.hpp): weight = g, save_rstd = the norm written /
+  // rstd = the norm read, dweight = dg; no mean (hi = 0).
+  WeightNorm, WeightNormBackward,
+};
 
 struct BnProblem : BnLayout {
   BnOp op = BnOp::Forward;

@@ -5,6 +5,7 @@
 // coefficients, the same elementwise passes. Compiled without ISA flags.
 #include <cmath>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/backends.hpp"
@@ -134,6 +135,50 @@ struct Dispatch {
     for (int64_t i = 0; i < Cn; ++i) write(p.stat_mean, i, r0[size_t(i)]), write(p.stat_m2, i, r1[size_t(i)]);
   }
 
+  // ---- weight norm (SPEC §9): hi = 0, the norms from the moments -------------------------
+
+  // A channel of zero norm has no direction (w = g·v/‖v‖ is undefined): an error, raised
+  // after the kernel (which cannot throw) from the norms it computed.
+  void check_norms(const std::vector<double>& norms) const {
+    if (empty) return;
+    for (int64_t i = 0; i < Cn; ++i)
+      if (!(norms[size_t(i)] > 0.0) && !std::isnan(norms[size_t(i)]))
+        throw Error(ErrorKind::Value,
+                    "weight_norm: v: channel " + std::to_string(i) +
+                        " has norm 0 (w = g·v/‖v‖ is undefined for a zero v)");
+  }
+
+  void weight_norm() {
+    prep.finish.weight_norm = true;
+    prep.finish.M = M;
+    prep.finish.weight = param(p.weight, wbuf);
+    run(BnReduce::Moments, false, true);
+    std::vector<double> norms(nC);
+    for (int64_t i = 0; i < Cn; ++i) {
+      norms[size_t(i)] = detail::wn_norm(r0[size_t(i)], r1[size_t(i)], M);
+      write(p.save_rstd, i, norms[size_t(i)]);
+    }
+    check_norms(norms);
+  }
+
+  void weight_norm_backward() {
+    std::vector<double> norms(nC);
+    for (int64_t i = 0; i < Cn; ++i) {
+      norms[size_t(i)] = read(p.rstd, i);
+      rstd[size_t(i)] = C(norms[size_t(i)]);
+    }
+    check_norms(norms);
+    const C* w = param(p.weight, wbuf);
+    prep.finish.weight_norm = true;
+    prep.finish.backward = true;
+    prep.finish.weight = w;
+    prep.finish.rstd = rstd.data();
+    if (empty) std::fill(r1.begin(), r1.end(), 0.0);
+    run(BnReduce::Sums, true, p.out != nullptr);  // hi = 0: Σdw·(v − 0)
+    for (int64_t i = 0; i < Cn; ++i)
+      write(p.dweight, i, detail::wn_backward<C>(r1[size_t(i)], w ? w[i] : C(1), norms[size_t(i)]).dg);
+  }
+
   // ---- backward --------------------------------------------------------------------------
 
   // hi (and lo, unless the reduction is to recover it) from the mean; rstd in C.
@@ -205,6 +250,8 @@ void dispatch(const BnProblem& p) {
     case BnOp::Apply: return d.apply();
     case BnOp::BackwardReduce: return d.backward_reduce();
     case BnOp::BackwardApply: return d.backward_apply();
+    case BnOp::WeightNorm: return d.weight_norm();
+    case BnOp::WeightNormBackward: return d.weight_norm_backward();
   }
 }
 

@@ -24,6 +24,7 @@ enum class BnReduce {
 // How `fused` computes a channel's coefficients from its reduction.
 struct BnFinish {
   bool backward = false;  // false: forward from moments; true: backward from sums
+  bool weight_norm = false;  // weight norm's coefficients (rstd: the norms, as C)
   bool training = true;
   double eps = 0, M = 0;
   const void* weight = nullptr;  // [C] compute type, or null (1)
@@ -60,6 +61,16 @@ template <typename C>
 inline void bn_finish_channel(const BnFinish& f, int64_t ch, double r0, double r1, double r2,
                               C* hi, C* a, C* b, C* c) {
   const C w = f.weight ? static_cast<const C*>(f.weight)[ch] : C(1);
+  if (f.weight_norm) {  // hi = 0 throughout
+    hi[ch] = C(0);
+    if (!f.backward) {
+      a[ch] = C(double(w) / detail::wn_norm(r0, r1, f.M)), b[ch] = C(0);
+    } else {
+      const detail::WnBackward<C> g = detail::wn_backward<C>(r1, w, double(static_cast<const C*>(f.rstd)[ch]));
+      a[ch] = g.a, b[ch] = g.bd, c[ch] = C(0);
+    }
+    return;
+  }
   if (!f.backward) {
     const detail::BnChannel<C> s = detail::bn_batch_channel<C>(r0, r1, f.M, f.eps);
     const detail::BnAffine<C> aff =

@@ -4,7 +4,8 @@ autograd through normkit's backward kernels, drop-in modules, and ``replace_norm
 Importing this package imports torch; ``import normkit`` alone does not.
 """
 
-from normkit.torch import _ada_norm, _batch_layer_norm, _batch_norm, _dyt, _group_norm, _ops, _rnn
+from normkit.torch import (_ada_norm, _batch_layer_norm, _batch_norm, _dyt, _group_norm, _ops,
+                           _param_norm, _rnn)
 from normkit.torch._ada_norm import AdaNorm, ada_norm
 from normkit.torch._batch_layer_norm import BatchLayerNorm, batch_layer_norm
 from normkit.torch._batch_norm import (BatchNorm1d, BatchNorm2d, BatchNorm3d, SyncBatchNorm,
@@ -14,6 +15,7 @@ from normkit.torch._group_norm import (GroupNorm, InstanceNorm1d, InstanceNorm2d
                                        group_norm, instance_norm)
 from normkit.torch._ops import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from normkit.torch.modules import LayerNorm, RMSNorm, replace_norms
+from normkit.torch._param_norm import WeightNorm, weight_norm
 from normkit.torch._rnn import (LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell,
                                 LayerNormRNN, LayerNormRNNCell)
 
@@ -49,4 +51,6 @@ __all__ = [
     "LayerNormLSTMCell",
     "LayerNormGRUCell",
     "LayerNormRNNCell",
+    "weight_norm",
+    "WeightNorm",
 ]
