@@ -15,11 +15,14 @@ from ._batch_layer_norm import (batch_layer_norm, batch_layer_norm_backward,
                                 batch_layer_norm_forward)
 from ._batch_norm import (batch_norm, batch_norm_apply, batch_norm_backward,
                           batch_norm_backward_apply, batch_norm_backward_reduce,
-                          batch_norm_forward, batch_norm_stats, moments_merge)
+                          batch_norm_forward, batch_norm_stats)
 from ._dyt import dyt, dyt_backward, dyt_forward
 from ._group_norm import (group_norm, group_norm_backward, group_norm_forward,
                           instance_norm)
-from ._param_norm import weight_norm, weight_norm_backward, weight_norm_forward
+from ._moments import (Moments, Standardizer, destandardize, moments, moments_merge,
+                       standardize)
+from ._param_norm import (spectral_norm, spectral_norm_backward, spectral_norm_forward,
+                          weight_norm, weight_norm_backward, weight_norm_forward)
 from ._rnn import (cpu_blas_info, gru, gru_backward, gru_cell, gru_forward, lstm,
                    lstm_backward, lstm_cell, lstm_forward, rnn, rnn_backward, rnn_cell,
                    rnn_forward)
@@ -126,9 +129,17 @@ __all__ = [
     "ada_norm",
     "ada_norm_forward",
     "ada_norm_backward",
+    "Moments",
+    "moments",
+    "standardize",
+    "destandardize",
+    "Standardizer",
     "weight_norm",
     "weight_norm_forward",
     "weight_norm_backward",
+    "spectral_norm",
+    "spectral_norm_forward",
+    "spectral_norm_backward",
     "set_num_threads",
     "get_num_threads",
     "cpu_isa",

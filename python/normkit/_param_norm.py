@@ -7,6 +7,12 @@ batch-norm kernels: a per-channel reduction, then an elementwise pass; for ``dim
 output unit is reduced and scaled while it is in cache): ``v`` is viewed as
 ``(prod(shape[:dim]), shape[dim], prod(shape[dim+1:]))``.
 
+Spectral norm: ``W/σ`` with σ the largest singular value of W viewed as a matrix
+``(shape[dim], rest)``, estimated by power iterations on persistent ``u``, ``v`` (torch's
+order and eps rule). Each iteration is one read of W (both products from one pass), and σ
+comes from the last one without another read (Note [One pass per power iteration] in
+``cpp/src/cpu/spectral_norm_kernel.cpp``).
+
 Every function takes NumPy arrays, torch tensors or any DLPack array and returns the same
 kind; torch tensors that need gradients go through ``torch.ops.normkit`` (autograd,
 ``torch.compile``).
@@ -16,13 +22,16 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from . import _core
 from ._arrays import detach, is_torch, lib_for, refuse_out_with_grad
-from ._registry import Int, Like, Op, Out, Shaped, Tensor
+from ._registry import Float, Int, Like, Op, Out, Shaped, Tensor
 
 __all__ = [
     "weight_norm", "weight_norm_forward", "weight_norm_backward", "wn_dim",
-    "WEIGHT_NORM", "WEIGHT_NORM_BWD",
+    "spectral_norm", "spectral_norm_forward", "spectral_norm_backward",
+    "WEIGHT_NORM", "WEIGHT_NORM_BWD", "SPECTRAL_NORM", "SPECTRAL_NORM_BWD",
 ]
 
 # The declarations' dim: a dim of v in [0, v.ndim), or ALL_DIMS (one norm over everything).
@@ -174,3 +183,142 @@ def weight_norm_backward(dw, v, g, norm, dim=0):
     args = [detach(a) for a in (dw, v, g, norm)] + [d]
     f = lib.finish
     return tuple(f(t) for t in WEIGHT_NORM_BWD.run(lib, args, WEIGHT_NORM_BWD.all_want, lib.stream))
+
+
+# ---------------------------------------------------------------------------------------
+# Spectral norm
+# ---------------------------------------------------------------------------------------
+
+
+def _start(new, old):
+    """The op's updated u / v start as the given ones (the core then iterates in place);
+    ``new`` is ``old`` itself when the caller updates in place."""
+    if new is None:
+        return old
+    if new is not old:
+        new[...] = old
+    return new
+
+
+def _sn_forward(weight, u, v, n_power_iterations, eps, out, sigma, u_new, v_new, stream):
+    uu, vv = _start(u_new, u), _start(v_new, v)
+    _core.spectral_norm_forward(weight, uu.reshape(-1), vv.reshape(-1), out,
+                                None if sigma is None else sigma.reshape(-1),
+                                n_power_iterations, eps, stream)
+
+
+SPECTRAL_NORM_BWD = Op(
+    "spectral_norm_bwd",
+    inputs=[Tensor("dout", rows=1), Tensor("weight", rows=1), Tensor("u_new", contiguous=True),
+            Tensor("v_new", contiguous=True), Tensor("sigma", contiguous=True)],
+    outputs=[Out("dweight", Like("weight"), grad_of="weight")],
+    kernel=lambda dout, weight, u_new, v_new, sigma, dweight, stream: _core.spectral_norm_backward(
+        dout, weight, u_new.reshape(-1), v_new.reshape(-1), sigma.reshape(-1), dweight, stream),
+)
+
+SPECTRAL_NORM = Op(
+    "spectral_norm_fwd",
+    inputs=[Tensor("weight", differentiable=True, rows=1), Tensor("u", contiguous=True),
+            Tensor("v", contiguous=True), Int("n_power_iterations"), Float("eps")],
+    outputs=[Out("out", Like("weight")),
+             Out("sigma", Shaped("weight", lambda weight: (), stat=True), differentiable=False),
+             Out("u_new", Like("u"), differentiable=False),
+             Out("v_new", Like("v"), differentiable=False)],
+    kernel=_sn_forward,
+    backward=SPECTRAL_NORM_BWD,
+    doc="Spectral norm (SPEC §10) of a matrix: n_power_iterations of u = normalize(W v), "
+        "v = normalize(Wᵀu), then W/σ with σ = uᵀWv; returns W/σ, σ and the updated u, v.",
+)
+
+
+def _matrix(W, dim):
+    """W as the (shape[dim], rest) matrix and the function that puts a matrix of that shape
+    back in W's shape."""
+    nd = len(W.shape)
+    if nd == 0:
+        raise ValueError("weight: expected at least 1 dim, got a 0-dim array")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim: expected an int, got {type(dim).__name__}")
+    if not -nd <= dim < nd:
+        raise ValueError(f"dim: expected an int in [{-nd}, {nd}) for a {nd}-dim weight, got {dim}")
+    dim %= nd
+    shape = tuple(int(s) for s in W.shape)
+    if dim == 0:
+        return W.reshape(shape[0], -1), lambda m: m.reshape(shape)
+    moved = W.movedim(dim, 0) if is_torch(W) else np.moveaxis(W, dim, 0)
+    mshape = tuple(moved.shape)
+
+    def back(m):
+        t = m.reshape(mshape)
+        return t.movedim(0, dim) if is_torch(t) else np.moveaxis(t, 0, dim)
+
+    return moved.reshape(shape[dim], -1), back
+
+
+def _check_iterations(n):
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n_power_iterations: expected an int, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"n_power_iterations: expected >= 0, got {n}")
+    return n
+
+
+def spectral_norm(W, u, v, n_power_iterations=1, eps=1e-12, training=True, dim=0, *, out=None):
+    """Spectral normalization (Miyato et al. 2018): ``W/σ``, σ ≈ the largest singular value
+    of W as the matrix ``(W.shape[dim], rest)``. In training, ``n_power_iterations`` of
+    ``u = normalize(W v)``, ``v = normalize(Wᵀu)`` (torch's order; ``normalize(x) =
+    x/max(‖x‖, eps)``) update ``u`` [W.shape[dim]] and ``v`` [rest] **in place**; in
+    evaluation they are used as given. σ = uᵀ W v. The backward (torch autograd) treats u, v
+    as constants: ``dW = dW_sn/σ − (⟨dW_sn, W⟩/σ²)·u vᵀ``. σ = 0 is a ValueError on the CPU.
+    Returns ``W/σ`` in W's shape, or writes ``out``."""
+    n = _check_iterations(n_power_iterations) if training else 0
+    eps = float(eps)
+    mat, back = _matrix(W, dim)
+    if is_torch(W):
+        if out is None and _needs_autograd(W):
+            from .torch import _param_norm
+
+            o, _, un, vn = _param_norm.SPECTRAL_NORM(mat, u, v, n, eps)
+            if n > 0:
+                torch = sys.modules["torch"]
+                with torch.no_grad():
+                    u.copy_(un.reshape(u.shape))
+                    v.copy_(vn.reshape(v.shape))
+            return back(o)
+        if out is not None:
+            refuse_out_with_grad("spectral_norm", (W,), (out,))
+    lib = lib_for(W)
+    into = None
+    if out is not None:
+        if tuple(out.shape) != tuple(W.shape):
+            raise ValueError(f"out: expected W's shape {tuple(W.shape)}, got {tuple(out.shape)}")
+        if dim % len(W.shape) == 0:
+            into = out.reshape(mat.shape)
+    want = [True if into is None else into, None, u if n > 0 else None, v if n > 0 else None]
+    res = SPECTRAL_NORM.run(lib, [detach(mat), detach(u), detach(v), n, eps], want, lib.stream)[0]
+    if into is not None:
+        return out
+    res = back(res)
+    if out is not None:
+        out[...] = res
+        return out
+    return lib.finish(res)
+
+
+def spectral_norm_forward(W, u, v, n_power_iterations=1, eps=1e-12):
+    """Spectral norm of the matrix ``W`` (2-D) for users who drive their own autograd:
+    ``(W/σ, σ)``, updating ``u``, ``v`` in place (``n_power_iterations=0``: evaluation)."""
+    n = _check_iterations(n_power_iterations)
+    lib = lib_for(W)
+    want = [True, True, u if n > 0 else None, v if n > 0 else None]
+    o, sigma, _, _ = SPECTRAL_NORM.run(lib, [detach(W), detach(u), detach(v), n, float(eps)],
+                                       want, lib.stream)
+    return lib.finish(o), lib.finish(sigma)
+
+
+def spectral_norm_backward(dout, W, u, v, sigma):
+    """The gradient of :func:`spectral_norm_forward` with u, v (after its iterations) held
+    constant: ``dW = dout/σ − (⟨dout, W⟩/σ²)·u vᵀ``."""
+    lib = lib_for(W)
+    args = [detach(a) for a in (dout, W, u, v, sigma)]
+    return lib.finish(SPECTRAL_NORM_BWD.run(lib, args, SPECTRAL_NORM_BWD.all_want, lib.stream)[0])

@@ -46,6 +46,41 @@ PyObject* weight_norm_backward(PyObject*, PyObject* const* args, Py_ssize_t n) {
   });
 }
 
+PyObject* spectral_norm_forward(PyObject*, PyObject* const* args, Py_ssize_t n) {
+  return fast_call([&] {
+    static constexpr const char* kNames[] = {"weight", "u", "v", "out", "sigma",
+                                             "n_power_iterations", "eps", "stream"};
+    const FastArgs p("spectral_norm_forward", kNames, 7, args, n);
+    using A = normkit::SpectralNormArgs;
+    A a;
+    a.n_power_iterations = p.i64(5);
+    a.eps = p.f64(6);
+    const uintptr_t stream = p.stream(7);
+    const bool iterate = a.n_power_iterations > 0;
+    const Views<A, 5> views(p, stream, a,
+                            {{0, &A::weight}, {1, &A::u, iterate}, {2, &A::v, iterate},
+                             {3, &A::out, true}, {4, &A::sigma, true}});
+    py::gil_scoped_release nogil;
+    normkit::spectral_norm_forward(a, as_stream(stream));
+  });
+}
+
+PyObject* spectral_norm_backward(PyObject*, PyObject* const* args, Py_ssize_t n) {
+  return fast_call([&] {
+    static constexpr const char* kNames[] = {"dout", "weight", "u", "v", "sigma", "dweight",
+                                             "stream"};
+    const FastArgs p("spectral_norm_backward", kNames, 6, args, n);
+    using A = normkit::SpectralNormBackwardArgs;
+    A a;
+    const uintptr_t stream = p.stream(6);
+    const Views<A, 6> views(p, stream, a,
+                            {{0, &A::dout}, {1, &A::weight}, {2, &A::u}, {3, &A::v},
+                             {4, &A::sigma}, {5, &A::dweight, true}});
+    py::gil_scoped_release nogil;
+    normkit::spectral_norm_backward(a, as_stream(stream));
+  });
+}
+
 }  // namespace
 
 NK_PY_BINDINGS(bind_param_norm) {
@@ -54,4 +89,8 @@ NK_PY_BINDINGS(bind_param_norm) {
            "weight_norm_forward(v, g, w, norm, channels_last=False, stream=0)");
   def_fast(m, "weight_norm_backward", &weight_norm_backward,
            "weight_norm_backward(dw, v, g, norm, dv, dg, channels_last=False, stream=0)");
+  def_fast(m, "spectral_norm_forward", &spectral_norm_forward,
+           "spectral_norm_forward(weight, u, v, out, sigma, n_power_iterations, eps, stream=0)");
+  def_fast(m, "spectral_norm_backward", &spectral_norm_backward,
+           "spectral_norm_backward(dout, weight, u, v, sigma, dweight, stream=0)");
 }

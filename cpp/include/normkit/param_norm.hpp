@@ -16,7 +16,18 @@
 //   CUDA it gives ±inf / NaN as IEEE arithmetic says (checking would need a host
 //   synchronization every call).
 //
-// Spectral norm: see spectral_norm_forward below.
+// Spectral norm: W_sn = W/σ for a matrix W (out, in) — the Python API views a weight of any
+// rank as (shape[dim], rest), as torch does.
+//   weight   [rows, cols], rows of unit stride (any row stride).
+//   u [rows], v [cols]  weight's dtype (or float32 for 16-bit weight), contiguous.
+//   Forward: n_power_iterations of u = normalize(W v), v = normalize(Wᵀu) (torch's order;
+//   normalize(x) = x/max(‖x‖, eps)) update u and v in place; then σ = uᵀ W v — after an
+//   iteration ‖Wᵀu‖²/max(‖Wᵀu‖, eps), which is that value and costs no read of W — into
+//   `sigma` [1] (float32, float64 allowed; float64 for float64 weight) and out = W/σ. Each
+//   iteration is one read of W (Note [One pass per power iteration],
+//   cpu/spectral_norm_kernel.cpp). σ = 0 (W v = 0) and, for an iteration, a zero v are errors
+//   on the CPU; on CUDA they give ±inf / NaN (no host synchronization).
+//   Backward (u, v constants): dW = dout/σ − (⟨dout, W⟩/σ²)·u vᵀ.
 // Outputs may alias an input exactly (w over v; dv over dw or v); any other overlap, and two
 // outputs sharing memory, are rejected.
 #pragma once
@@ -45,6 +56,29 @@ struct WeightNormBackwardArgs {
   const TensorView* dv = nullptr;    // like v, optional output
   const TensorView* dg = nullptr;    // [C] optional output
 };
+
+struct SpectralNormArgs {
+  const TensorView* weight = nullptr;  // [rows, cols]
+  const TensorView* u = nullptr;       // [rows]: read; written when n_power_iterations > 0
+  const TensorView* v = nullptr;       // [cols]: the same
+  int64_t n_power_iterations = 1;      // 0: evaluation (u, v as given)
+  double eps = 1e-12;
+  const TensorView* out = nullptr;     // like weight, optional output: W/σ
+  const TensorView* sigma = nullptr;   // [1] optional output: σ
+};
+
+struct SpectralNormBackwardArgs {
+  const TensorView* dout = nullptr;     // like weight
+  const TensorView* weight = nullptr;
+  const TensorView* u = nullptr;        // the forward's u, v (after its iterations)
+  const TensorView* v = nullptr;
+  const TensorView* sigma = nullptr;    // [1] the forward's σ
+  const TensorView* dweight = nullptr;  // like weight, output
+};
+
+NORMKIT_API void spectral_norm_forward(const SpectralNormArgs& args, Stream stream = nullptr);
+NORMKIT_API void spectral_norm_backward(const SpectralNormBackwardArgs& args,
+                                        Stream stream = nullptr);
 
 NORMKIT_API void weight_norm_forward(const WeightNormArgs& args, Stream stream = nullptr);
 NORMKIT_API void weight_norm_backward(const WeightNormBackwardArgs& args, Stream stream = nullptr);

@@ -10,6 +10,7 @@
 #include "common/group_norm_problem.hpp"
 #include "common/rnn_problem.hpp"
 #include "common/row_norm_problem.hpp"
+#include "common/spectral_norm_problem.hpp"
 #include "normkit/tensor.hpp"
 
 namespace normkit::detail {
@@ -29,6 +30,7 @@ void cpu_rnn_backward(const RnnBackwardProblem& p);
 size_t cpu_rnn_forward_workspace_size(const RnnProblem& p);
 size_t cpu_rnn_backward_workspace_size(const RnnBackwardProblem& p);
 void cpu_group_norm(const GnProblem& p);  // forward / backward; N, C >= 1 (empty: stats / sums filled)
+void cpu_spectral_norm(const SnProblem& p);  // forward / backward; rows, cols >= 1
 
 #if defined(NORMKIT_WITH_CUDA)
 // CUDA (cuda/): every function runs on `stream` on device p.device_index and does not
@@ -46,6 +48,7 @@ void group_norm(const GnProblem& p, Stream stream);
 void rnn_forward(const RnnProblem& p, Stream stream);
 void rnn_backward(const RnnBackwardProblem& p, Stream stream);
 void batch_layer_norm(const BlnProblem& p, Stream stream);
+void spectral_norm(const SnProblem& p, Stream stream);
 int device_count();            // 0 when there is no driver or no device (never throws)
 std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"
 }  // namespace cuda

@@ -12,6 +12,7 @@
 #include "cpu/dyt_prep.hpp"
 #include "cpu/group_norm_prep.hpp"
 #include "cpu/rnn_prep.hpp"
+#include "cpu/spectral_norm_prep.hpp"
 #include "cpu/row_norm_prep.hpp"
 #include "cpu/vec_math_prep.hpp"
 
@@ -26,6 +27,7 @@
   X(batch_layer_norm, (const detail::BlnProblem& p, const BlnPrep& prep))                  \
   X(rnn_step_forward, (const RnnStepPrep& s))                                               \
   X(rnn_step_backward, (const RnnStepPrep& s))                                              \
+  X(spectral_norm_pass, (const detail::SnProblem& p, const SnPass& s))                      \
   X(vec_math_eval, (const VecMathEval& e))                                                  \
   X(vec_prim_eval, (const VecPrimEval& e))                                                  \
   X(copy, (const void* src, void* dst, int64_t bytes, int threads, bool nontemporal))

@@ -15,7 +15,8 @@ from normkit.torch._group_norm import (GroupNorm, InstanceNorm1d, InstanceNorm2d
                                        group_norm, instance_norm)
 from normkit.torch._ops import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from normkit.torch.modules import LayerNorm, RMSNorm, replace_norms
-from normkit.torch._param_norm import WeightNorm, weight_norm
+from normkit.torch._param_norm import SpectralNorm, WeightNorm, spectral_norm, weight_norm
+from normkit.torch._distributed import all_gather_moments
 from normkit.torch._rnn import (LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell,
                                 LayerNormRNN, LayerNormRNNCell)
 
@@ -53,4 +54,7 @@ __all__ = [
     "LayerNormRNNCell",
     "weight_norm",
     "WeightNorm",
+    "spectral_norm",
+    "SpectralNorm",
+    "all_gather_moments",
 ]

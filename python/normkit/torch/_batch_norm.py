@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from normkit import _batch_norm as decl
+from normkit.torch._distributed import gather_moments
 from normkit.torch._registry import register
 from normkit.torch.modules import replaces
 
@@ -107,13 +108,8 @@ class _SyncBatchNorm(torch.autograd.Function):
         mean, m2 = STATS(x, False)
         C = mean.numel()
         n = x.numel() // C if C else 0
-        packed = torch.cat([mean.double(), m2.double(),
-                            torch.full((1,), float(n), dtype=torch.float64, device=x.device)])
-        gathered = [torch.empty_like(packed) for _ in range(world)]
-        dist.all_gather(gathered, packed, group=group)
-        table = torch.stack(gathered)
-        counts = table[:, 2 * C].contiguous()
-        mean_all, m2_all = MERGE(counts, table[:, :C].contiguous(), table[:, C:2 * C].contiguous())
+        counts, means, m2s = gather_moments(n, mean, m2, group, world)
+        mean_all, m2_all = MERGE(counts, means, m2s)
         total = float(counts.sum())
         if total <= 1:
             raise ValueError(f"x: training needs more than one value per channel over all "
