@@ -141,6 +141,42 @@ class EmuCudaArray:
     def flags(self):
         return self._a.flags
 
+    # -- arithmetic, as a device array library has it (the streaming-standardization helpers
+    # compute their small per-feature vectors with it) ------------------------------------
+    def _op(self, other, f):
+        o = other._a if isinstance(other, EmuCudaArray) else other
+        return EmuCudaArray(np.asarray(f(self._a, o)))
+
+    def __add__(self, o):
+        return self._op(o, np.add)
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return self._op(o, np.subtract)
+
+    def __rsub__(self, o):
+        return self._op(o, lambda a, b: np.subtract(b, a))
+
+    def __mul__(self, o):
+        return self._op(o, np.multiply)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, o):
+        return self._op(o, np.true_divide)
+
+    def __rtruediv__(self, o):
+        return self._op(o, lambda a, b: np.true_divide(b, a))
+
+    def __neg__(self):
+        return EmuCudaArray(-self._a)
+
+    def __eq__(self, o):
+        return self._op(o, np.equal)
+
+    __hash__ = None
+
 
 def wrap(a):
     """An EmuCudaArray over ``a`` (a NumPy array); None stays None."""
@@ -161,10 +197,21 @@ def _from_dlpack(x):
     raise TypeError("emucuda: from_dlpack of device arrays is not needed by normkit")
 
 
-# The array namespace normkit's GenericLib uses for non-CPU arrays.
+def _un(f):
+    return lambda x, *a, **k: EmuCudaArray(np.asarray(f(x._a if isinstance(x, EmuCudaArray) else x,
+                                                          *a, **k)))
+
+
+# The array namespace normkit uses for non-CPU arrays (GenericLib, the moments helpers).
 namespace = types.SimpleNamespace(
     empty=_empty,
     empty_like=_empty_like,
+    sqrt=_un(np.sqrt),
+    reshape=_un(np.reshape),
+    astype=lambda x, dtype: EmuCudaArray(x._a.astype(dtype)),
+    asarray=lambda x, dtype=None, device=None: EmuCudaArray(np.asarray(
+        x._a if isinstance(x, EmuCudaArray) else x, dtype=dtype)),
+    stack=lambda xs: EmuCudaArray(np.stack([x._a for x in xs])),
     float32=np.dtype(np.float32),
     float64=np.dtype(np.float64),
     float16=np.dtype(np.float16),

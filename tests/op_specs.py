@@ -518,6 +518,72 @@ _ELMAN_VARIANTS = ((False, False, True, True, True, False, "mask", False),
                    (False, False, True, True, True, True, "eval", True))
 
 
+# ---------------------------------------------------------------------------------------------
+# Weight norm and spectral norm (SPEC §9–10)
+# ---------------------------------------------------------------------------------------------
+
+
+def _wn_dim(shape, which):
+    """The declaration's dim for a variant: first / last / middle dim, or -1 (all dims)."""
+    nd = len(shape)
+    return {"first": 0, "last": nd - 1, "middle": 1 if nd >= 3 else None, "all": -1}[which]
+
+
+def _wn_make(shape, dtype, seed, variant):
+    dim = _wn_dim(shape, variant)
+    if dim is None:
+        return None
+    rng = np.random.default_rng(seed)
+    v = R.round_to(rng.normal(0.3, 1.0, shape), dtype)
+    gshape = () if dim == -1 else tuple(s if i == dim else 1 for i, s in enumerate(shape))
+    args = {"v": v, "g": R.round_to(rng.normal(1.0, 0.5, gshape), dtype), "dim": dim}
+    return Sample(f"dim-{variant}", args, {"w": R.round_to(rng.normal(0.0, 1.0, shape), dtype)})
+
+
+def _wn_reference(args):
+    w, n = R.weight_norm_forward(args["v"], args["g"], args["dim"])
+    return {"w": w, "norm": n}
+
+
+def _wn_reference_grads(args, grads):
+    dv, dg = R.weight_norm_backward(grads["w"], args["v"], args["g"], args["dim"])
+    return {"v": dv, "g": dg}
+
+
+def _sn_make(shape, dtype, seed, variant):
+    if len(shape) != 2:
+        return None
+    rng = np.random.default_rng(seed)
+    u = rng.normal(size=shape[0])
+    v = rng.normal(size=shape[1])
+    args = {"weight": R.round_to(rng.normal(0.0, 1.0, shape), dtype),
+            "u": R.round_to(u / np.linalg.norm(u), dtype),
+            "v": R.round_to(v / np.linalg.norm(v), dtype),
+            "n_power_iterations": variant, "eps": 1e-12}
+    return Sample(f"iter{variant}", args, {"out": R.round_to(rng.normal(0.0, 1.0, shape), dtype)})
+
+
+def _sn_reference(args):
+    o, sigma, u, v = R.spectral_norm_forward(args["weight"], args["u"], args["v"],
+                                             args["n_power_iterations"], args["eps"])
+    return {"out": o, "sigma": np.asarray(sigma), "u_new": u, "v_new": v}
+
+
+def _sn_reference_grads(args, grads):
+    o, sigma, u, v = R.spectral_norm_forward(args["weight"], args["u"], args["v"],
+                                             args["n_power_iterations"], args["eps"])
+    return {"weight": R.spectral_norm_backward(grads["out"], args["weight"], u, v, sigma)}
+
+
+def _sn_fd_forward(args, base):
+    # The backward holds u, v (after the base point's iterations) constant (SPEC §10).
+    _, _, u, v = R.spectral_norm_forward(base["weight"], base["u"], base["v"],
+                                         base["n_power_iterations"], base["eps"])
+    W = np.asarray(args["weight"], np.float64)
+    return {"out": W / float(u @ W @ v)}
+
+
+
 SPECS: List[OpSpec] = [
     _row_spec("layer_norm", "_row_norm_ops:LAYER_NORM",
               {"fwd": lambda A, P, S, e: 2 * A + 2 * P,
@@ -569,6 +635,14 @@ SPECS: List[OpSpec] = [
     _rnn_spec("lstm", _RNN_VARIANTS),
     _rnn_spec("gru", _RNN_VARIANTS),
     _rnn_spec("rnn", _ELMAN_VARIANTS),
+    OpSpec("weight_norm", "_param_norm:WEIGHT_NORM", _wn_make,
+           ("first", "last", "middle", "all"),
+           ((3, 5), (2, 3, 4), (4, 2, 3, 2), (6,)), (301, 1024), _wn_reference,
+           _wn_reference_grads, bench=False, run_shape=(4, 6, 9)),
+    OpSpec("spectral_norm", "_param_norm:SPECTRAL_NORM", _sn_make, (1, 0, 3),
+           ((3, 5), (6, 4), (1, 7)), (257, 1031), _sn_reference, _sn_reference_grads,
+           fd_forward=_sn_fd_forward, exact_gradient=False, batch_invariant=False, bench=False,
+           run_shape=(6, 9)),
 ]
 BY_NAME = {s.name: s for s in SPECS}
 

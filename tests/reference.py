@@ -795,6 +795,69 @@ def ln_rnn_sequence_backward(cell, x, p, dy=None, dh_n=None, dc_n=None, h0=None,
 
 
 # ---------------------------------------------------------------------------------------------
+# Parameter norms (SPEC §9–10) and streaming standardization (SPEC §11)
+# ---------------------------------------------------------------------------------------------
+
+
+def _wn_axes(v: np.ndarray, dim):
+    """The axes weight norm reduces: all but ``dim`` (None or -1 from the declarations: all)."""
+    if dim is None or dim == -1:
+        return tuple(range(v.ndim))
+    return tuple(i for i in range(v.ndim) if i != dim % v.ndim)
+
+
+def weight_norm_forward(v, g, dim=0):
+    """SPEC §9: w = g·v/‖v‖ (norm over every dim but ``dim``); returns (w, ‖v‖ in g's shape)."""
+    v = np.asarray(v, np.float64)
+    axes = _wn_axes(v, dim)
+    n = np.sqrt(np.sum(v * v, axis=axes, keepdims=True))
+    gk = np.asarray(g, np.float64).reshape(n.shape)
+    return gk * v / n, n.reshape(np.shape(g))
+
+
+def weight_norm_backward(dw, v, g, dim=0):
+    """dg = Σ(dw·v)/‖v‖, dv = (g/‖v‖)·dw − (g·dg/‖v‖²)·v; (dv, dg in g's shape)."""
+    v, dw = np.asarray(v, np.float64), np.asarray(dw, np.float64)
+    axes = _wn_axes(v, dim)
+    n = np.sqrt(np.sum(v * v, axis=axes, keepdims=True))
+    gk = np.asarray(g, np.float64).reshape(n.shape)
+    dg = np.sum(dw * v, axis=axes, keepdims=True) / n
+    dv = gk / n * dw - gk * dg / n**2 * v
+    return dv, dg.reshape(np.shape(g))
+
+
+def _normalize(x, eps):
+    return x / max(np.linalg.norm(x), eps)
+
+
+def spectral_norm_forward(W, u, v, n_power_iterations=1, eps=1e-12):
+    """SPEC §10 for a matrix W: n iterations of u = normalize(W v), v = normalize(Wᵀu); σ =
+    uᵀWv; returns (W/σ, σ, u, v)."""
+    W = np.asarray(W, np.float64)
+    u, v = np.asarray(u, np.float64).copy(), np.asarray(v, np.float64).copy()
+    for _ in range(n_power_iterations):
+        u = _normalize(W @ v, eps)
+        v = _normalize(W.T @ u, eps)
+    sigma = float(u @ W @ v)
+    return W / sigma, sigma, u, v
+
+
+def spectral_norm_backward(dout, W, u, v, sigma):
+    """u, v constants: dW = dout/σ − (⟨dout, W⟩/σ²)·u vᵀ."""
+    dout, W = np.asarray(dout, np.float64), np.asarray(W, np.float64)
+    return dout / sigma - np.sum(dout * W) / sigma**2 * np.outer(u, v)
+
+
+def moments_reference(x, axis=None):
+    """(count, mean, m2) over ``axis`` in float64, by two passes."""
+    x = np.asarray(x, np.float64)
+    n = x.size // max(1, np.mean(x, axis=axis).size) if x.size else 0
+    mean = np.mean(x, axis=axis)
+    m2 = np.sum((x - np.mean(x, axis=axis, keepdims=True)) ** 2, axis=axis)
+    return n, mean, m2
+
+
+# ---------------------------------------------------------------------------------------------
 # 3. finite differences
 # ---------------------------------------------------------------------------------------------
 

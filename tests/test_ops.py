@@ -76,7 +76,8 @@ def _torch_args(torch, decl, args, dtype, grad):
     for i in decl.inputs:
         v = args[i.name]
         if i.is_tensor and v is not None:
-            v = torch.from_numpy(np.ascontiguousarray(v)).to(getattr(torch, dtype))
+            v = torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v))).to(
+                getattr(torch, dtype))  # (a 0-dim input stays 0-dim)
             if grad and i.differentiable:
                 v.requires_grad_(True)
         out.append(v)
@@ -164,9 +165,15 @@ def test_gradcheck(spec, sample):
 _OPCHECK_CASES = _cases(shapes=None)
 
 
+def _lead(spec, sample):
+    """A sample's first tensor input (x, or v / weight for the parameter norms)."""
+    decl = spec.declaration()
+    return next(sample.args[i.name] for i in decl.inputs if i.is_tensor)
+
+
 @pytest.mark.any_isa
 @pytest.mark.parametrize("spec,sample", [c for c in _OPCHECK_CASES
-                                         if c.values[1].args["x"].shape in
+                                         if _lead(*c.values).shape in
                                          (c.values[0].fd_shapes[0], c.values[0].fd_shapes[-1])])
 def test_opcheck(spec, sample):
     torch = _torch()

@@ -26,8 +26,8 @@ using detail::require_arg;
 
 struct Call : detail::ChannelCall<BnProblem> {
   Call(const char* op_, BnOp kind, const TensorView* xp, bool channels_last,
-       const char* x_name = "x")
-      : ChannelCall(op_, xp, channels_last, x_name) {
+       const char* xn = "x")
+      : ChannelCall(op_, xp, channels_last, xn) {
     p.op = kind;
   }
   void dispatch(Stream stream) const {

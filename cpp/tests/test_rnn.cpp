@@ -10,12 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "device_array.hpp"
 #include "nk_test.hpp"
 #include "normkit/normkit.hpp"
-
-#if NORMKIT_TEST_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 #ifndef NORMKIT_TEST_BLAS_LIBRARY
 #define NORMKIT_TEST_BLAS_LIBRARY ""
@@ -26,6 +23,7 @@ namespace {
 using normkit::DType;
 using normkit::RnnCell;
 using normkit::TensorView;
+using nk_test::Arr;
 
 void need_blas() {
   if (normkit::cpu_blas_available()) return;
@@ -33,54 +31,6 @@ void need_blas() {
   if (path.empty()) NK_SKIP("no CPU BLAS configured (NORMKIT_TEST_BLAS_LIBRARY)");
   normkit::load_cpu_blas(path, "scipy_");
 }
-
-template <typename T>
-struct Arr {
-  std::vector<int64_t> shape;
-  std::vector<T> v;
-  TensorView view;
-  void* dev = nullptr;
-  Arr() = default;
-  Arr(const Arr&) = delete;
-  Arr(Arr&& o) noexcept : shape(std::move(o.shape)), v(std::move(o.v)), view(o.view), dev(o.dev) {
-    o.dev = nullptr;
-    if (!dev) view.data = v.data();
-  }
-  ~Arr() {
-#if NORMKIT_TEST_WITH_CUDA
-    if (dev) (void)cudaFree(dev);
-#endif
-  }
-  // The CUDA backend (real or emulated): the values move to device memory and the view
-  // points there; to_host() copies them back.
-  void to_device() {
-#if NORMKIT_TEST_WITH_CUDA
-    if (v.empty()) return;
-    if (cudaMalloc(&dev, v.size() * sizeof(T)) != cudaSuccess ||
-        cudaMemcpy(dev, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
-      throw normkit::Error(normkit::ErrorKind::Runtime, "test arrays: cudaMalloc / cudaMemcpy");
-    view.data = dev;
-    view.device = normkit::DeviceType::CUDA;
-#endif
-  }
-  void to_host() {
-#if NORMKIT_TEST_WITH_CUDA
-    if (!dev) return;
-    (void)cudaDeviceSynchronize();
-    if (cudaMemcpy(v.data(), dev, v.size() * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
-      throw normkit::Error(normkit::ErrorKind::Runtime, "test arrays: cudaMemcpy back");
-#endif
-  }
-  explicit Arr(std::vector<int64_t> s, T fill = T(0)) : shape(std::move(s)) {
-    int64_t n = 1;
-    for (auto d : shape) n *= d;
-    v.assign(size_t(n), fill);
-    view = TensorView::contiguous(v.data(), std::is_same<T, float>::value ? DType::Float32
-                                                                          : DType::Float64,
-                                  shape.data(), int(shape.size()));
-  }
-  const TensorView* p() const { return &view; }
-};
 
 struct Net {
   RnnCell cell;

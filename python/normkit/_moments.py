@@ -99,8 +99,7 @@ class _Plan:
     def view(self, x):
         """x as the core reads it."""
         if self.perm is not None:
-            x = x.transpose(*self.perm) if is_torch(x) or isinstance(x, np.ndarray) else x
-            x = _contiguous(x)
+            x = _contiguous(x.permute(*self.perm) if is_torch(x) else x.transpose(*self.perm))
         if self.channels_last:
             return _reshape(x, (self.N, self.K))
         return _reshape(x, (self.N, self.K, self.S))
@@ -115,14 +114,14 @@ class _Plan:
 
 
 def _reshape(x, shape):
-    return x.reshape(shape) if is_torch(x) or isinstance(x, np.ndarray) else x.reshape(shape)
+    return x.reshape(shape)
 
 
 def _contiguous(x):
     if is_torch(x):
         return x.contiguous()
     if isinstance(x, np.ndarray):
-        return np.ascontiguousarray(x)
+        return np.ascontiguousarray(x).reshape(x.shape)  # (0-dim stays 0-dim)
     return x
 
 
@@ -387,8 +386,7 @@ def _dask_moments(x, reduced) -> Moments:
         if computing_meta:
             return tree
         parts = leaves(tree)
-        ms = [Moments(p["n"], np.ascontiguousarray(p["p"].real), np.ascontiguousarray(p["p"].imag))
-              for p in parts]
+        ms = [Moments(p["n"], _contiguous(p["p"].real), _contiguous(p["p"].imag)) for p in parts]
         m = moments_merge(*ms)
         return {"n": int(m.count), "p": np.asarray(m.mean) + 1j * np.asarray(m.m2)}
 
@@ -405,8 +403,7 @@ def _dask_moments(x, reduced) -> Moments:
                           meta=np.empty((0,) * (x.ndim - len(reduced)), dtype=np.complex128))
     kept = tuple(int(s) for i, s in enumerate(x.shape) if i not in reduced)
     p = np.asarray(packed.compute()).reshape(kept)
-    return Moments(np.asarray(count, dtype=np.int64), np.ascontiguousarray(p.real),
-                   np.ascontiguousarray(p.imag))
+    return Moments(np.asarray(count, dtype=np.int64), _contiguous(p.real), _contiguous(p.imag))
 
 
 class Standardizer:
@@ -525,8 +522,7 @@ class Standardizer:
     def scale_(self):
         self._check_fitted()
         s = _sqrt(self.var_ + self.eps)
-        s[s == 0] = 1.0
-        return s
+        return s + (s == 0)  # a feature of zero scale is left unscaled (scikit-learn's rule)
 
     # -- transforms ----------------------------------------------------------------------
 

@@ -87,7 +87,7 @@ def _g(lib, g, v, dim):
     if n != C:
         what = "1 element (dim=None)" if dim == ALL_DIMS else f"{C} elements (v.shape[{dim}])"
         raise ValueError(f"g: expected {what}, got shape {tuple(g.shape)}")
-    return lib.contiguous(g)
+    return lib.contiguous(g).reshape(g.shape)  # (a 0-dim g stays 0-dim)
 
 
 def _v(lib, v, dim):
@@ -245,12 +245,14 @@ def _matrix(W, dim):
     shape = tuple(int(s) for s in W.shape)
     if dim == 0:
         return W.reshape(shape[0], -1), lambda m: m.reshape(shape)
-    moved = W.movedim(dim, 0) if is_torch(W) else np.moveaxis(W, dim, 0)
+    perm = (dim,) + tuple(i for i in range(nd) if i != dim)
+    inv = tuple(int(i) for i in np.argsort(perm))
+    moved = W.permute(*perm) if is_torch(W) else W.transpose(*perm)
     mshape = tuple(moved.shape)
 
     def back(m):
         t = m.reshape(mshape)
-        return t.movedim(0, dim) if is_torch(t) else np.moveaxis(t, 0, dim)
+        return t.permute(*inv) if is_torch(t) else t.transpose(*inv)
 
     return moved.reshape(shape[dim], -1), back
 

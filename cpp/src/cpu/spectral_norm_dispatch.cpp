@@ -102,6 +102,8 @@ struct Dispatch {
         for (int64_t j = 0; j < p.cols; ++j) v[size_t(j)] = C(t[size_t(j)] / ds);
         sigma = ns * ns / ds;  // uᵀ W v_new = (Wᵀu)·(Wᵀu)/max(‖Wᵀu‖, eps)
       }
+      // A failing call leaves u and v as they were.
+      if (!(sigma != 0.0) && (p.sigma != nullptr || p.out != nullptr)) fail_sigma(sigma);
       for (int64_t i = 0; i < p.rows; ++i) write_at(p.u, p.vec_dtype, i, double(u[size_t(i)]));
       for (int64_t j = 0; j < p.cols; ++j) write_at(p.v, p.vec_dtype, j, double(v[size_t(j)]));
     } else if (p.sigma != nullptr || p.out != nullptr) {  // σ = uᵀ W v
