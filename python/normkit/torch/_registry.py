@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from normkit import _core
-from normkit._arrays import TorchLib
+from normkit._arrays import TorchLib, _fresh_torch
 from normkit._registry import (_UNCOUNTED, ALLOC_CONTIGUOUS, ALLOC_SHAPED, ALLOC_STRIDED,
                                shaped_alloc_expr, FROM_GRAD,
                                FROM_NEED, Op, bad_ndim, stat_shape_expr)
@@ -128,10 +128,21 @@ def _zeros(meta) -> Tensor:
 _RESERVED = ("args", "self", "ctx", "grads", "inputs", "output", "_want", "_needs", "_r",
              "isinstance", "getattr", "type", "bool", "None", "True")
 
+def _empty_like(t, **kw):
+    """torch.empty_like, with huge pages advised for a large CPU output (Note [Huge pages for
+    fresh outputs], normkit/_arrays.py)."""
+    o = torch.empty_like(t, **kw)
+    if o.numel() >= _HUGE_MIN_ELEMENTS and not o.is_cuda:
+        _fresh_torch(o)
+    return o
+
+
+_HUGE_MIN_ELEMENTS = (32 << 20) // 8  # no tensor under this many elements reaches 32 MB
+
 _GLOBALS = {
     "_g_Tensor": Tensor, "_g_TorchLib": TorchLib, "_g_bad_ndim": bad_ndim,
     "_g_empty_stat": _empty_stat, "_g_zeros": _zeros,
-    "_g_empty_like": torch.empty_like, "_g_c_format": torch.contiguous_format,
+    "_g_empty_like": _empty_like, "_g_c_format": torch.contiguous_format,
     "_g_is_compiling": _is_compiling, "_g_grad_enabled": _grad_enabled,
     "_g_dispatch_modes": _dispatch_modes, "_g_functorch_active": _functorch_active,
     "_g_torch": torch,
