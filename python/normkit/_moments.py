@@ -94,6 +94,9 @@ class _Plan:
         sh = self.shape if self.perm is None else tuple(self.shape[i] for i in self.perm)
         self.N = math.prod(sh[:a])
         self.S = math.prod(sh[b:])
+        if not k and nd > 1:  # one statistic of everything: planes reduced in parallel
+            a = b = 1
+            self.N, self.S = sh[0], math.prod(sh[1:])
         self.channels_last = self.S == 1 and self.N > 1
 
     def view(self, x):
