@@ -337,3 +337,33 @@ def test_all_gather_moments_two_processes(tmp_path):
         np.testing.assert_allclose(p["mean"].numpy(), x.mean(0), rtol=1e-13)
         np.testing.assert_allclose(p["var"].numpy(), x.var(0), rtol=1e-10)
     assert parts[0]["var"].numpy().tobytes() == parts[1]["var"].numpy().tobytes()
+
+
+class _ForeignCPU:
+    """A CPU array of another library: only DLPack and an array namespace (as JAX's)."""
+
+    def __init__(self, a):
+        self.a = np.ascontiguousarray(a)
+        self.shape, self.dtype, self.ndim = self.a.shape, self.a.dtype, self.a.ndim
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        return self.a.__dlpack__()
+
+    def __array_namespace__(self, api_version=None):
+        import types
+
+        return types.SimpleNamespace(asarray=lambda x: _ForeignCPU(np.asarray(x)),
+                                     from_dlpack=lambda x: _ForeignCPU(np.from_dlpack(x)))
+
+
+def test_moments_and_standardize_of_a_foreign_dlpack_array(nk):
+    x = np.random.default_rng(2).normal(3.0, 2.0, (100, 3))
+    m = nk.moments(_ForeignCPU(x), 0)
+    assert isinstance(m.mean, _ForeignCPU)
+    np.testing.assert_allclose(m.mean.a, x.mean(0), rtol=1e-13)
+    y = nk.standardize(_ForeignCPU(x), m.mean.a, m.m2.a / 100, axis=0)
+    assert isinstance(y, _ForeignCPU)
+    np.testing.assert_allclose(y.a, (x - x.mean(0)) / x.std(0), rtol=1e-11, atol=1e-12)

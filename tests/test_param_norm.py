@@ -338,3 +338,39 @@ def test_spectral_norm_module_compiles_and_checks():
         nkt.spectral_norm(torch.nn.Linear(2, 2), name="nope")
     v = nkt.spectral_norm(torch.nn.Linear(3, 1).double())  # a 1-row weight
     assert v(torch.ones(2, 3, dtype=torch.float64)).shape == (2, 1)
+
+
+def _thp_madvise() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[madvise]" in f.read()
+    except OSError:
+        return False
+
+
+def _anon_huge_kb(addr: int) -> int:
+    """AnonHugePages (kB) of the mapping that holds ``addr`` (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.any_isa
+def test_fresh_large_outputs_get_huge_pages(nk):
+    # Note [Huge pages for fresh outputs] (normkit/_arrays.py): where THP is in madvise mode,
+    # a fresh output of >= 32 MB is advised MADV_HUGEPAGE before it is written.
+    # (NumPy advises its own large arrays; torch's CPU allocator does not: the case here.)
+    torch = pytest.importorskip("torch")
+    if not _thp_madvise():
+        pytest.skip("transparent huge pages are not in 'madvise' mode here")
+    v = torch.ones(3072, 4096)  # 48 MB
+    g = torch.ones(3072, 1)
+    for w in (nk.weight_norm(v, g), nk.spectral_norm(v, torch.ones(3072), torch.ones(4096))):
+        assert _anon_huge_kb(w.data_ptr() + w.numel() * 2) >= 2048

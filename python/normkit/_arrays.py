@@ -21,9 +21,10 @@ _KDL_CPU = 1
 # 15–20 ms on the build machines — three to four times the whole kernel (a [4096, 4096]
 # float32 W/σ takes 4.6 ms into a warm buffer, 19.3 ms into a fresh one). Where the system's
 # transparent huge pages are in "madvise" mode (the usual default), asking for huge pages on
-# the output before it is touched makes that 32 faults of 2 MB: 5.8 ms. So every CPU output
-# of at least 32 MB that normkit allocates (never a caller's out=) is advised
-# MADV_HUGEPAGE over its 2 MB-aligned interior. NORMKIT_HUGE_PAGES=0 turns it off.
+# the output before it is touched makes that 32 faults of 2 MB: 5.8 ms. NumPy already advises
+# its own large arrays so; torch's CPU allocator does not. So every torch CPU output of at
+# least 32 MB that normkit allocates (never a caller's out=) is advised MADV_HUGEPAGE over its
+# 2 MB-aligned interior. NORMKIT_HUGE_PAGES=0 turns it off.
 # ---------------------------------------------------------------------------------------
 
 _HUGE_MIN_BYTES = 32 << 20
@@ -64,12 +65,6 @@ def advise_huge_pages(ptr: int, nbytes: int) -> None:
     hi = (ptr + nbytes) & ~((1 << 21) - 1)
     if hi > lo:
         _madvise(lo, hi - lo, _MADV_HUGEPAGE)  # advice: a failure changes nothing
-
-
-def _fresh_np(a):
-    if a.nbytes >= _HUGE_MIN_BYTES:
-        advise_huge_pages(a.ctypes.data, a.nbytes)
-    return a
 
 
 def _fresh_torch(t):
@@ -177,11 +172,11 @@ class NumpyLib:
 
     @staticmethod
     def empty_like_x(x, shape=None):
-        return _fresh_np(np.empty(x.shape if shape is None else shape, dtype=x.dtype))
+        return np.empty(x.shape if shape is None else shape, dtype=x.dtype)
 
     @staticmethod
     def empty_like_strided(x):
-        return _fresh_np(np.empty_like(x))  # order="K": x's memory layout
+        return np.empty_like(x)  # order="K": x's memory layout
 
     @staticmethod
     def empty_stat(x, shape):
