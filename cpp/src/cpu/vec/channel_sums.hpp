@@ -14,10 +14,14 @@
 
 namespace normkit::cpu::NK_CPU_ISA {
 
-// Elements of a channels-last chunk: the unit of its two-pass moments, 32 KB of float32 — it
-// stays in L1 between the passes (64 KB ran at 80% of this speed on the 2026-12-02 AVX-512
-// machine, 16 KB at 55%: the per-column merge is then paid every 4 rows).
-constexpr int64_t kColumnChunk = 8192;
+// Elements of a channels-last chunk: the unit of its two-pass moments, which must stay in
+// cache between the passes — 64 KB of float32, or 32 KB (in L1) for rows of at least
+// kWideRow elements, whose tiles prefetch the next chunk (Note [Prefetch the next chunk]):
+// on the 2026-12-02 AVX-512 machine [16384, 1024] ran at 80% of its 32 KB speed with 64 KB
+// chunks and 55% with 16 KB; narrower rows (64, 512 channels) gain nothing from either and
+// keep the 64 KB chunks.
+constexpr int64_t kColumnChunk = 16384;
+constexpr int64_t kWideRow = 1024;
 
 // Σdy, Σdy·d and Σd (d = x − hi) over n contiguous elements; the order is fixed by n alone.
 template <typename T, typename C>
@@ -105,13 +109,15 @@ void column_moments(const T* X, const detail::RowIndex& idx, int64_t ra, int64_t
   C* t0 = tmp;
   C* t1 = tmp + W;
   C* t2 = tmp + 2 * W;
-  const int64_t R = W >= kColumnChunk ? 1 : kColumnChunk / W;
+  const bool wide = W >= kWideRow;
+  const int64_t chunk = wide ? kColumnChunk / 2 : kColumnChunk;
+  const int64_t R = W >= chunk ? 1 : chunk / W;
   // Note [Prefetch the next chunk]: a tile's pass 1 reads K vectors of each of the chunk's
   // rows, a row stride apart — short pieces the hardware prefetchers do not follow (the
   // reduction ran at half the read bandwidth). So while chunk q is walked tile by tile, each
   // full tile touches its share of chunk q + 1's lines in memory order, and the next chunk's
   // pass 1 finds them in cache.
-  const int64_t tiles = W / (K * L);
+  const int64_t tiles = wide ? W / (K * L) : 0;
   const int64_t lines_per_row = (W * int64_t(sizeof(T)) + 63) / 64;
   double count = 0;
   for (int64_t q0 = ra; q0 < rb; q0 += R) {
