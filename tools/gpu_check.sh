@@ -7,7 +7,7 @@
 #        C++ core + tests   cmake -G Ninja, Release, NORMKIT_BUILD_TESTS=ON  -> build/
 #        Python package     pip install --no-build-isolation --no-deps .     -> pybuild/
 #   2. tests, the C++ and the Python chain side by side:
-#        ctest (all groups, -j8), then normkit_tests with every *_cuda group (row norms, DyT, batch / group / batch layer norm, the RNNs: cuBLAS
+#        ctest (all groups, -j8), then normkit_tests with every *_cuda group (row norms, DyT, batch / group / batch layer norm, weight / spectral norm, the RNNs: cuBLAS
 #        from the toolkit's lib64 on the loader path; their CPU comparison needs scipy-openblas32,
 #        else that group skips).
 #        import normkit (CUDA compiled in and usable), then pytest -k cuda -n 8
@@ -490,7 +490,7 @@ wait "$PY_BUILD" || true
       ctest --test-dir "$WORK/build" --output-on-failure -j 8
     run_step 21 cuda-tests 60 60 cuda-tests.log \
       env LD_LIBRARY_PATH="$(dirname "$(dirname "$(command -v nvcc)")")/lib64:${LD_LIBRARY_PATH:-}" \
-      "$WORK/build/cpp/tests/normkit_tests" row_norm_cuda. determinism_cuda. errors_cuda. dyt_cuda. batch_norm_cuda. group_norm_cuda. batch_layer_norm_cuda. rnn_cuda.
+      "$WORK/build/cpp/tests/normkit_tests" row_norm_cuda. determinism_cuda. errors_cuda. dyt_cuda. batch_norm_cuda. group_norm_cuda. batch_layer_norm_cuda. rnn_cuda. param_norm_cuda.
   else
     skip_step 20 ctest ctest.log "the C++ build failed"
     skip_step 21 cuda-tests cuda-tests.log "the C++ build failed"
