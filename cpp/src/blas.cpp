@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 
+#include "common/openmp_state.hpp"
 #include "cpu/dispatch.hpp"
 #include "cpu/gemm.hpp"
 #include "normkit/blas.hpp"
@@ -191,6 +192,7 @@ void gemm(const char* op, Trans ta, Trans tb, int64_t m, int64_t n, int64_t k, T
     return;
   }
 #if defined(_OPENMP)
+  detail::note_openmp_region();
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t i = 0; i < nblocks; ++i) run(i);
 #else

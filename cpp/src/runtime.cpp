@@ -3,7 +3,12 @@
 #include <atomic>
 #include <string>
 
+#if !defined(_WIN32)
+#include <pthread.h>
+#endif
+
 #include "common/backends.hpp"
+#include "common/openmp_state.hpp"
 #include "cpu/dispatch.hpp"
 #include "normkit/error.hpp"
 
@@ -12,9 +17,28 @@
 #endif
 
 namespace normkit {
+namespace detail {
+std::atomic<bool> g_openmp_used{false};
+}
+
 namespace {
 std::atomic<int> g_threads{0};  // 0: the OpenMP default
+std::atomic<bool> g_single{false};  // a fork()ed child of a process that ran OpenMP regions
+
+// Note [Fork]: GNU OpenMP's thread pool does not survive fork(): in the child only the
+// forking thread exists, but libgomp still counts the parent's workers, and the next
+// parallel region waits for them forever (a torch DataLoader worker calling normkit after
+// the main process did). So a child forked after normkit ran a parallel region computes on
+// one thread — no region is opened for one thread (Note [No region for one thread]) — and
+// set_num_threads there keeps 1. A child of a process that never ran one keeps its threads.
+void on_fork_child() {
+  if (detail::g_openmp_used.load(std::memory_order_relaxed)) g_single.store(true);
 }
+
+#if !defined(_WIN32)
+[[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, on_fork_child);
+#endif
+}  // namespace
 
 void set_num_threads(int n) {
   if (n < 1)
@@ -23,6 +47,7 @@ void set_num_threads(int n) {
 }
 
 int get_num_threads() {
+  if (g_single.load(std::memory_order_relaxed)) return 1;
   const int n = g_threads.load();
   if (n > 0) return n;
 #if defined(_OPENMP)

@@ -10,7 +10,10 @@
 namespace normkit {
 
 // CPU threads used by the kernels (OpenMP). Defaults to the OpenMP default (usually the
-// number of cores). Results never depend on it (SPEC §0, determinism).
+// number of cores). Results never depend on it (SPEC §0, determinism). In a fork()ed child of
+// a process that had run a multi-threaded normkit call, the kernels run on one thread and
+// get_num_threads() is 1 whatever was set: GNU OpenMP's pool does not survive fork (the
+// child's next parallel region would wait forever for the parent's threads).
 NORMKIT_API void set_num_threads(int n);
 NORMKIT_API int get_num_threads();
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/openmp_state.hpp"
 #include "cpu/vec/vec.hpp"
 #include "normkit/dtype.hpp"
 
@@ -27,6 +28,7 @@ template <typename F>
 NK_ALWAYS_INLINE void parallel_ranges(int threads, int64_t n, F&& body) {
 #if defined(_OPENMP)
   if (threads > 1) {
+    detail::note_openmp_region();
 #pragma omp parallel num_threads(threads)
     {
       const int64_t t = omp_get_num_threads(), i = omp_get_thread_num();
