@@ -11,6 +11,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+
 #include "cpu/dispatch.hpp"
 #include "cpu/kernels.hpp"
 #include "normkit/error.hpp"
@@ -22,10 +26,17 @@ namespace {
 bool always() { return true; }
 
 #if defined(__x86_64__) || defined(_M_X64)
+// F16C from CPUID leaf 1 (ECX bit 29) directly: gcc 10, which builds the release wheels,
+// does not know __builtin_cpu_supports("f16c"). The OS saving the YMM state is implied by
+// __builtin_cpu_supports("avx2"), which checks XCR0.
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  return (c & (1u << 29)) != 0;
+}
 bool has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
 }
 bool has_avx512() {
   __builtin_cpu_init();
