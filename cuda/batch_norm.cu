@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads) bn_reduce_planes_kernel(const __grid
 // Channels last. Assumptions: blockDim = (kColTile, kColRows); gridDim = (ceil(C / kColTile),
 // nsplit).
 template <typename T, int kMode>
-__global__ void __launch_bounds__(kColTile* kColRows) bn_reduce_columns_kernel(const __grid_constant__ RedArgs a) {
+__global__ void __launch_bounds__(kColTile* kColRows, 1) bn_reduce_columns_kernel(const __grid_constant__ RedArgs a) {
   using C = compute_t<T>;
   __shared__ double red[3][kColRows][kColTile];
   const int tx = int(threadIdx.x), ty = int(threadIdx.y);
