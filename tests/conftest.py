@@ -60,6 +60,14 @@ CUDA = CUDA_MODE is not None
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "any_isa: run once on the default CPU ISA, not once per ISA")
+    config.addinivalue_line(
+        "markers", "needs_compiler: generates and compiles C++ (torch.compile's inductor backend)")
+
+
+def _have_cxx_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if c)
 
 
 def pytest_generate_tests(metafunc):
@@ -74,7 +82,14 @@ def pytest_collection_modifyitems(config, items):
     # A CUDA run does not depend on the CPU ISA: keep one copy — the first ISA's, or the
     # only one an any_isa test was generated with.
     keep, drop = [], []
+    no_cxx = None
     for item in items:
+        if item.get_closest_marker("needs_compiler"):
+            if no_cxx is None:
+                no_cxx = not _have_cxx_compiler()
+            if no_cxx:
+                item.add_marker(pytest.mark.skip(
+                    reason="needs a C++ compiler (torch.compile's inductor backend); none on PATH"))
         cs = getattr(item, "callspec", None)
         first = _ISAS[-1] if item.get_closest_marker("any_isa") else _ISAS[0]
         if (

@@ -153,6 +153,7 @@ def test_weight_norm_module_matches_torch(kind, dim):
 
 
 @pytest.mark.any_isa
+@pytest.mark.needs_compiler
 def test_weight_norm_module_loads_old_style_keys_and_compiles():
     torch = _torch()
     import normkit.torch as nkt
@@ -319,6 +320,7 @@ def test_spectral_norm_module_matches_torch(kind):
 
 
 @pytest.mark.any_isa
+@pytest.mark.needs_compiler
 def test_spectral_norm_module_compiles_and_checks():
     torch = _torch()
     import normkit.torch as nkt

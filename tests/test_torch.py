@@ -636,6 +636,7 @@ def test_compile_fullgraph(device, backend, dynamic):
         _assert_same_step(_train_step(model, x2), _train_step(compiled, x2), 1e-6)
 
 
+@pytest.mark.needs_compiler
 @pytest.mark.parametrize("device", DEVICES)
 def test_compile_inductor(device):
     # The smallest model that has inductor generate code around our ops. Inductor's cold start
