@@ -71,6 +71,32 @@ int device_count() {
   return n;
 }
 
+std::string status() {
+  int driver = 0, runtime = 0;
+  (void)cudaDriverGetVersion(&driver);  // 0: no driver could be loaded
+  (void)cudaRuntimeGetVersion(&runtime);
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  (void)cudaGetLastError();
+  auto ver = [](int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); };
+  const std::string rt = "CUDA " + ver(runtime) + " runtime";
+  if (err == cudaSuccess && n > 0)
+    return "available: " + std::to_string(n) + " device(s); driver supports CUDA " + ver(driver) +
+           "; " + rt;
+  if (driver == 0)
+    return "no NVIDIA driver: libcuda.so.1 could not be loaded (the CPU kernels work)";
+  if (err == cudaErrorInsufficientDriver) {
+    const std::string need = runtime >= 13000 ? " (CUDA 13 needs driver >= 580)"
+                             : runtime >= 12000 ? " (CUDA 12 needs driver >= 525)" : "";
+    return "the NVIDIA driver supports CUDA " + ver(driver) + ", older than this build's " + rt +
+           need + "; the CPU kernels work";
+  }
+  if (err == cudaErrorNoDevice || err == cudaSuccess)
+    return "no CUDA device: the NVIDIA driver (CUDA " + ver(driver) + ") found none";
+  return std::string("CUDA could not be initialised: ") + cudaGetErrorName(err) + " (" +
+         cudaGetErrorString(err) + ")";
+}
+
 std::string architectures() {
   // CMake passes CMAKE_CUDA_ARCHITECTURES comma-separated, e.g. "75-real,80-real,...,90"; report
   // the SM numbers only ("75;80;86;89;90"), dropping the -real/-virtual suffixes.

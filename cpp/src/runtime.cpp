@@ -86,6 +86,43 @@ bool cuda_available() {
 #endif
 }
 
+std::string cuda_status() {
+#if defined(NORMKIT_CUDA_EMULATION)
+  return "emulated (test-only build: cuda/emu runs the CUDA kernels on the CPU); " +
+         detail::cuda::status();
+#elif defined(NORMKIT_WITH_CUDA)
+  return detail::cuda::status();
+#else
+  return "this build of normkit has no CUDA backend (no driver was looked for)";
+#endif
+}
+
+std::string openmp_info() {
+#if defined(_OPENMP)
+  return "OpenMP " + std::to_string(_OPENMP);
+#else
+  return "";
+#endif
+}
+
+int openmp_team_size(int n) {
+  if (n < 1)
+    throw Error(ErrorKind::Value, "openmp_team_size: n: expected >= 1, got " + std::to_string(n));
+#if defined(_OPENMP)
+  if (get_num_threads() == 1) return 1;  // Note [Fork]: no region in a forked child
+  detail::note_openmp_region();
+  int team = 1;
+#pragma omp parallel num_threads(n)
+  {
+#pragma omp single
+    team = omp_get_num_threads();
+  }
+  return team;
+#else
+  return 1;
+#endif
+}
+
 std::string cuda_architectures() {
 #if defined(NORMKIT_WITH_CUDA)
   return detail::cuda::architectures();

@@ -78,6 +78,13 @@ def cuda_available() -> bool:
     return bool(_core.cuda_available())
 
 
+def cuda_status() -> str:
+    """Why the CUDA backend is or is not usable here, in words: ``"available: ..."``, no NVIDIA
+    driver, a driver older than this build's CUDA runtime (CUDA 13 needs driver >= 580), no
+    device, or no CUDA backend in this build. Never raises; the CPU kernels work in every case."""
+    return str(_core.cuda_status())
+
+
 def build_info() -> dict:
     """How this copy of normkit was built. ``"cuda"`` is True (CUDA backend compiled in),
     False, or ``"emulated"`` in the test-only build whose CUDA backend runs on the CPU under
@@ -89,6 +96,7 @@ def build_info() -> dict:
         "cuda": "emulated" if _core.cuda_emulated() else bool(_core.cuda_compiled()),
         "cuda_archs": [a for a in _core.cuda_architectures().split(";") if a],
         "compiler": _core.compiler_info(),
+        "openmp": _core.openmp_info() or False,
     }
 
 
@@ -146,5 +154,6 @@ __all__ = [
     "set_cpu_isa",
     "available_cpu_isas",
     "cuda_available",
+    "cuda_status",
     "build_info",
 ]

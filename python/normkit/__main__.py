@@ -17,6 +17,7 @@ def _info() -> dict:
         info["cuda_available"] = bool(nk.cuda_available())
     except Exception as e:  # a broken driver must not break `info`
         info["cuda_available"] = f"no ({e})"
+    info["cuda_status"] = nk.cuda_status()
     try:
         info["cpu_blas"] = nk.cpu_blas_info()
     except Exception as e:

@@ -59,6 +59,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_compiled", &normkit::cuda_compiled);
   m.def("cuda_emulated", &normkit::cuda_emulated);
   m.def("cuda_architectures", &normkit::cuda_architectures);
+  m.def("cuda_status", &normkit::cuda_status);
+  m.def("openmp_info", &normkit::openmp_info);
+  m.def("openmp_team_size", &normkit::openmp_team_size, py::arg("n"));
   m.def("compiler_info", &normkit::compiler_info);
   m.attr("__version__") = NORMKIT_VERSION_STRING;
 }

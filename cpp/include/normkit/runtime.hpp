@@ -34,6 +34,14 @@ NORMKIT_API bool cuda_compiled();
 // True in the test-only emulation build (CMake NORMKIT_CUDA_EMULATION): the CUDA backend runs
 // on the CPU under cuda/emu's SIMT emulator. Never true in a release build.
 NORMKIT_API bool cuda_emulated();
+// Why CUDA is or is not usable here, in words: "available: ...", no driver, a driver older
+// than this build's CUDA runtime (CUDA 13 needs driver >= 580), no device. Never throws.
+NORMKIT_API std::string cuda_status();
+// "OpenMP <yyyymm>" when the kernels are threaded with OpenMP, "" otherwise.
+NORMKIT_API std::string openmp_info();
+// Diagnostic: the team size an n-thread normkit parallel region gets here (1 in a fork()ed
+// child, Note [Fork]).
+NORMKIT_API int openmp_team_size(int n);
 NORMKIT_API std::string cuda_architectures();  // e.g. "75;80;86;89;90", "" without CUDA
 NORMKIT_API std::string compiler_info();
 

@@ -51,6 +51,7 @@ void batch_layer_norm(const BlnProblem& p, Stream stream);
 void spectral_norm(const SnProblem& p, Stream stream);
 int device_count();            // 0 when there is no driver or no device (never throws)
 std::string architectures();   // the SM list compiled in, e.g. "75;80;86;89;90"
+std::string status();          // why CUDA is or is not usable here (never throws)
 }  // namespace cuda
 #endif
 
