@@ -103,7 +103,8 @@ for v in $PYTHONS; do
   CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" CC="$WORK/bin/gcc" CXX="$WORK/bin/g++" \
     "${PYEXE[$v]}" -m pip wheel -q --no-deps --wheel-dir "$WORK/raw/$v" "$SRC" \
     -Cbuild-dir="$WORK/build-$v" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
-    { tail -40 "$WORK/build-$v.log" >&2; nk_die "build for CPython $v failed"; }
+    { cp "$WORK/build-$v.log" "$OUT/"; grep -E -B2 -A6 'error|[1-9][0-9]* bytes spill' "$WORK/build-$v.log" | tail -60 >&2
+      nk_die "build for CPython $v failed (full log: $OUT/build-$v.log)"; }
   raw="$(ls "$WORK/raw/$v"/normkit-*.whl)"
   echo "   built $(basename "$raw") in $((SECONDS - t))s; auditwheel repair"
   nk_in "$BROOT" "$WORK" /opt/auditwheel/bin/auditwheel repair -w "$WORK/repaired/$v" "$raw" \
