@@ -651,7 +651,11 @@ def test_compile_inductor(device):
     eager = _train_step(model, x)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True)
-    with inductor_config.patch({"compile_threads": 1, "cpp.vec_isa_ok": False}):
+    # Inductor's FX-graph cache does not key on cpp.vec_isa_ok: a graph cached by any earlier
+    # SIMD compile on this machine would come back with at::vec code and fail to build here.
+    with inductor_config.patch(
+        {"compile_threads": 1, "cpp.vec_isa_ok": False, "fx_graph_cache": False}
+    ):
         _assert_same_step(eager, _train_step(compiled, x), 1e-5)
 
 
