@@ -22,7 +22,8 @@ std::atomic<bool> g_openmp_used{false};
 }
 
 namespace {
-std::atomic<int> g_threads{0};  // 0: the OpenMP default
+std::atomic<int> g_threads{0};  // 0: not set — g_default_threads
+std::atomic<int> g_default_threads{0};  // 0: the OpenMP default
 std::atomic<bool> g_single{false};  // a fork()ed child of a process that ran OpenMP regions
 
 // Note [Fork]: GNU OpenMP's thread pool does not survive fork(): in the child only the
@@ -46,10 +47,20 @@ void set_num_threads(int n) {
   g_threads.store(n);
 }
 
+void set_default_num_threads(int n) {
+  if (n < 0)
+    throw Error(ErrorKind::Value,
+                "set_default_num_threads: n: expected >= 0 (0: the OpenMP default), got " +
+                    std::to_string(n));
+  g_default_threads.store(n, std::memory_order_relaxed);
+}
+
 int get_num_threads() {
   if (g_single.load(std::memory_order_relaxed)) return 1;
-  const int n = g_threads.load();
+  const int n = g_threads.load(std::memory_order_relaxed);
   if (n > 0) return n;
+  const int d = g_default_threads.load(std::memory_order_relaxed);
+  if (d > 0) return d;
 #if defined(_OPENMP)
   return omp_get_max_threads();
 #else

@@ -45,14 +45,21 @@ __version__ = _core.__version__
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of CPU threads the kernels use (results do not depend on it)."""
+    """Set the number of CPU threads the kernels use (results do not depend on it).
+
+    Until this is called, the kernels use OpenMP's default (``OMP_NUM_THREADS``, else one per
+    logical CPU), and an op called through :mod:`normkit.torch` uses
+    ``torch.get_num_threads()`` — so ``torch.set_num_threads`` governs both libraries. Each
+    Python thread that calls normkit gets its own team of this size. In a ``fork()``ed child of
+    a process that ran a threaded normkit call (a DataLoader worker), kernels run on one thread.
+    """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n: expected an int, got {type(n).__name__}")
     _core.set_num_threads(n)
 
 
 def get_num_threads() -> int:
-    """The number of CPU threads the kernels use."""
+    """The number of CPU threads the kernels use (see :func:`set_num_threads`)."""
     return _core.get_num_threads()
 
 

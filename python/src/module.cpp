@@ -50,6 +50,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("empty_stat", &normkit::py_interop::empty_stat, py::arg("x"), py::arg("nd"));
 
   m.def("set_num_threads", &normkit::set_num_threads, py::arg("n"));
+  m.def("set_default_num_threads", &normkit::set_default_num_threads, py::arg("n"));
   m.def("get_num_threads", &normkit::get_num_threads);
   m.def("cpu_isa", &normkit::cpu_isa);
   m.def("set_cpu_isa", &normkit::set_cpu_isa, py::arg("name"));

@@ -16,6 +16,10 @@ namespace normkit {
 // child's next parallel region would wait forever for the parent's threads).
 NORMKIT_API void set_num_threads(int n);
 NORMKIT_API int get_num_threads();
+// The count used while set_num_threads has not been called (n >= 1; 0 restores the OpenMP
+// default). normkit.torch sets it to torch.get_num_threads() before each CPU kernel, so
+// torch.set_num_threads governs normkit's team too unless normkit's was set explicitly.
+NORMKIT_API void set_default_num_threads(int n);
 
 // The SIMD instruction set in use: "scalar", "avx2", "avx512" or "neon". Chosen once from
 // CPUID; the environment variable NORMKIT_CPU_ISA (read at first use) or set_cpu_isa() can

@@ -124,6 +124,18 @@ def _zeros(meta) -> Tensor:
     return torch.zeros(shape, dtype=dtype, device=device)
 
 
+def _follow_threads(_get=torch.get_num_threads, _last=[0], _set=_core.set_default_num_threads):
+    """Note [Threads follow torch]: a CPU kernel called through normkit.torch uses
+    torch.get_num_threads() threads unless normkit.set_num_threads was called: one knob
+    (torch.set_num_threads, a DataLoader worker's 1) governs both libraries' teams. torch's
+    OpenMP runtime and ours are separate pools; at the same size they take turns on the same
+    cores instead of one oversubscribing the other. Costs one torch call per op (~0.1 us)."""
+    n = _get()
+    if n != _last[0]:
+        _set(n)
+        _last[0] = n
+
+
 # Names the generated code uses itself: no input or output may be called so.
 _RESERVED = ("args", "self", "ctx", "grads", "inputs", "output", "_want", "_needs", "_r",
              "isinstance", "getattr", "type", "bool", "None", "True")
@@ -145,7 +157,7 @@ _GLOBALS = {
     "_g_empty_like": _empty_like, "_g_c_format": torch.contiguous_format,
     "_g_is_compiling": _is_compiling, "_g_grad_enabled": _grad_enabled,
     "_g_dispatch_modes": _dispatch_modes, "_g_functorch_active": _functorch_active,
-    "_g_torch": torch,
+    "_g_torch": torch, "_g_follow_threads": _follow_threads,
 }
 
 
@@ -209,6 +221,7 @@ def _run_body(op: Op, indent: str, want=None) -> list:
         f"    with _g_torch.cuda.device({x}.device):",
         f"        _g_kernel({call_args}, _g_torch.cuda.current_stream({x}.device).cuda_stream)",
         "else:",
+        "    _g_follow_threads()",
         f"    _g_kernel({call_args}, 0)",
     ]
     return [indent + line for line in lines]
