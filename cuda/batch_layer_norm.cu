@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kThreads) bln_columns_kernel(const __grid_cons
 // One block per feature row (grid-stride, uniform over the block). Assumptions:
 // blockDim.x = kThreads, blockDim.y = 1.
 template <typename T, bool kBwd>
-__global__ void __launch_bounds__(kThreads) bln_rows_kernel(const __grid_constant__ Args a) {
+__global__ void __launch_bounds__(kThreads, 1) bln_rows_kernel(const __grid_constant__ Args a) {
   using C = compute_t<T>;
   __shared__ C red[kThreads / 32][3];
   const C* hb = static_cast<const C*>(a.col[0]);

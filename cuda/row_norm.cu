@@ -765,7 +765,7 @@ struct ColArgs {
 
 // Assumptions: blockDim = (kColTile, kColRows); gridDim = (ceil(H / kColTile), nsplit).
 template <typename T>
-__global__ void __launch_bounds__(kColTile* kColRows)
+__global__ void __launch_bounds__(kColTile* kColRows, 1)
     column_partials_kernel(const __grid_constant__ ColArgs p) {
   using C = compute_t<T>;
   __shared__ C red[2][kColRows][kColTile];
