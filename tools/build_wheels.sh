@@ -80,9 +80,15 @@ binds=("$SRC" "$WORK" "$OUT" "${TMPDIR:-/tmp}")
 [[ -n "$CUDA_HOME_DIR" ]] && binds+=("$CUDA_HOME_DIR")
 declare -A PYEXE
 for v in $PYTHONS; do
-  py="$(command -v "python$v" || true)"
-  [[ -n "$py" ]] || nk_die "python$v not found (pyenv install $v, or set NORMKIT_WHEEL_PYTHONS)"
-  exe="$("$py" -c 'import sys; print(sys.executable)')"
+  # python3.X on PATH, else pyenv's (its shim fails for a version that is installed but not
+  # selected, so the versions directory is searched).
+  exe="$("python$v" -c 'import sys; print(sys.executable)' 2>/dev/null || true)"
+  if [[ -z "$exe" ]]; then
+    for cand in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v"; do
+      [[ -x "$cand" ]] && exe="$("$cand" -c 'import sys; print(sys.executable)')"
+    done
+  fi
+  [[ -n "$exe" ]] || nk_die "python$v not found (pyenv install $v, or set NORMKIT_WHEEL_PYTHONS)"
   PYEXE[$v]="$exe"
   binds+=("$("$exe" -c 'import sys; print(sys.base_prefix)')")
 done
