@@ -99,18 +99,18 @@ echo "  compilers: $("$WORK/bin/g++" --version | head -1) in $BROOT"
 [[ -n "$NVCC" ]] && echo "  nvcc:      $("$NVCC" --version | tail -1); archs $ARCHS"
 
 cmake_args=(
-  -Ccmake.define.CMAKE_C_COMPILER="$WORK/bin/gcc"
-  -Ccmake.define.CMAKE_CXX_COMPILER="$WORK/bin/g++"
+  --config-settings=cmake.define.CMAKE_C_COMPILER="$WORK/bin/gcc"
+  --config-settings=cmake.define.CMAKE_CXX_COMPILER="$WORK/bin/g++"
 )
 if [[ -n "$NVCC" ]]; then
   cmake_args+=(
-    -Ccmake.define.CMAKE_CUDA_COMPILER="$NVCC"
-    -Ccmake.define.CMAKE_CUDA_HOST_COMPILER="$WORK/bin/g++"
-    -Ccmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS"
-    -Ccmake.define.NORMKIT_CUDA_COMPRESS_MODE=size
+    --config-settings=cmake.define.CMAKE_CUDA_COMPILER="$NVCC"
+    --config-settings=cmake.define.CMAKE_CUDA_HOST_COMPILER="$WORK/bin/g++"
+    --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS"
+    --config-settings=cmake.define.NORMKIT_CUDA_COMPRESS_MODE=size
   )
 else
-  cmake_args+=(-Ccmake.define.NORMKIT_CUDA=OFF)
+  cmake_args+=(--config-settings=cmake.define.NORMKIT_CUDA=OFF)
 fi
 
 # One build directory for every Python: the core and its CUDA kernels (nearly all the build
@@ -121,7 +121,7 @@ for v in $PYTHONS; do
   echo "== CPython $v: building"
   CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" CC="$WORK/bin/gcc" CXX="$WORK/bin/g++" \
     "${PYEXE[$v]}" -m pip wheel -q --no-deps --wheel-dir "$WORK/raw/$v" "$SRC" \
-    -Cbuild-dir="$WORK/build" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
+    --config-settings=build-dir="$WORK/build" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
     { cp "$WORK/build-$v.log" "$OUT/"; grep -E -B2 -A6 'error|[1-9][0-9]* bytes spill' "$WORK/build-$v.log" | tail -60 >&2
       nk_die "build for CPython $v failed (full log: $OUT/build-$v.log)"; }
   raw="$(ls "$WORK/raw/$v"/normkit-*.whl)"
