@@ -23,6 +23,7 @@
 #   NORMKIT_WHEEL_CUDA_ARCHS  CMAKE_CUDA_ARCHITECTURES (default: the policy above)
 #   NORMKIT_WHEEL_NO_CUDA=1   build without the CUDA backend (a CPU-only wheel; not a release)
 #   NORMKIT_WHEEL_JOBS        build parallelism (default: nproc)
+#   NORMKIT_WHEEL_KEEP=1      keep the work directory (build trees, logs) for a look after
 #   NORMKIT_ROOTS, NORMKIT_DEBIAN_MIRROR: see tools/_roots.sh
 set -euo pipefail
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,7 +56,7 @@ fi
 CUOBJDUMP="$(compgen -G "$CUOBJDUMP_GLOB" | head -1 || true)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/normkit-wheels.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+[[ "${NORMKIT_WHEEL_KEEP:-0}" == 1 ]] && echo "keeping $WORK" || trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/bin" "$WORK/raw" "$WORK/repaired"
 # Compiler wrappers: the host's CMake/nvcc/ninja call these; they run inside the root.
 for pair in cc:gcc-10 gcc:gcc-10 c++:g++-10 g++:g++-10; do
