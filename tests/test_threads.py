@@ -74,3 +74,17 @@ def test_default_num_threads_rejects_negative():
 
     with pytest.raises(ValueError, match="n: expected >= 0"):
         nk._core.set_default_num_threads(-1)
+
+
+def test_normkit_threads_leave_torch_pool_alone():
+    # normkit.set_num_threads sets normkit's count only: torch's intra-op pool keeps its size
+    # (the libraries share libgomp here, so a careless omp_set_num_threads would change it).
+    case = ("import torch, normkit as nk, normkit.torch as nkt\n"
+            "torch.set_num_threads(2)\n"
+            "nk.set_num_threads(1)\n"
+            "nkt.layer_norm(torch.randn(256, 1024))\n"
+            "print(torch.get_num_threads(), nk.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", case], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "1"]

@@ -50,8 +50,9 @@ def set_num_threads(n: int) -> None:
     Until this is called, the kernels use OpenMP's default (``OMP_NUM_THREADS``, else one per
     logical CPU), and an op called through :mod:`normkit.torch` uses
     ``torch.get_num_threads()`` — so ``torch.set_num_threads`` governs both libraries. Each
-    Python thread that calls normkit gets its own team of this size. In a ``fork()``ed child of
-    a process that ran a threaded normkit call (a DataLoader worker), kernels run on one thread.
+    Python thread that calls normkit gets its own team of this size. In a child made by
+    ``fork()`` of a process that ran a threaded normkit call (a DataLoader worker), kernels run
+    on one thread.
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n: expected an int, got {type(n).__name__}")

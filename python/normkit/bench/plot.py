@@ -20,6 +20,7 @@ FILES = ("speedup_vs_torch.png", "roof_fraction.png")
 
 # The two libraries' colours (colour-blind safe: blue / orange).
 _NK, _TORCH = "#1f77b4", "#ff7f0e"
+_SLOWER = "#d62728"  # a speed-up bar below 1: normkit slower than torch
 
 
 def _label(rec: dict) -> str:
@@ -75,7 +76,8 @@ def write(directory: str, saved: dict) -> List[str]:
     # Speed-up over torch.
     sp = [(i, r[1]) for i, r in enumerate(rows) if r[1] == r[1]]
     fig, ax = plt.subplots(figsize=(8.5, height))
-    ax.barh([i for i, _ in sp], [v for _, v in sp], color=_NK, height=0.7)
+    ax.barh([i for i, _ in sp], [v for _, v in sp], height=0.7,
+            color=[_NK if v >= 1.0 else _SLOWER for _, v in sp])
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     for i, v in sp:
