@@ -99,18 +99,22 @@ echo "normkit wheels: $SRC ($(git -C "$SRC" rev-parse --short HEAD 2>/dev/null |
 echo "  compilers: $("$WORK/bin/g++" --version | head -1) in $BROOT"
 [[ -n "$NVCC" ]] && echo "  nvcc:      $("$NVCC" --version | tail -1); archs $ARCHS"
 
-# OpenMP: CMake (on the host) cannot find the root's gcc 10 libgomp by the compiler's implicit
-# link directories, which exist only inside the root, and would build without threads. So it
-# is named: a copy of the root's libgomp at a path both sides see ($WORK); the module records
-# only its soname (libgomp.so.1), which auditwheel then finds in the root and vendors.
-mkdir -p "$WORK/omp"
-cp -L "$BROOT/usr/lib/x86_64-linux-gnu/libgomp.so.1" "$WORK/omp/libgomp.so"
+# Libraries CMake (on the host) must name but cannot find: the compiler's implicit link
+# directories exist only inside the root. OpenMP — the root's gcc 10 libgomp; without it the
+# build would have no threads — and librt, which the static CUDA runtime needs on glibc < 2.34
+# (shm_open; the host's glibc has it in libc, so FindCUDAToolkit finds no librt there and the
+# module would fail to import on older systems). Copies at a path both sides see ($WORK); the
+# module records only their sonames (libgomp.so.1, librt.so.1), and auditwheel finds them in
+# the root: it vendors libgomp and leaves librt, a system library, to the system.
+mkdir -p "$WORK/syslibs"
+cp -L "$BROOT/usr/lib/x86_64-linux-gnu/libgomp.so.1" "$WORK/syslibs/libgomp.so"
+cp -L "$BROOT/usr/lib/x86_64-linux-gnu/librt.so.1" "$WORK/syslibs/librt.so"
 defs=(
   -DCMAKE_C_COMPILER="$WORK/bin/gcc"
   -DCMAKE_CXX_COMPILER="$WORK/bin/g++"
   -DOpenMP_CXX_FLAGS=-fopenmp
   -DOpenMP_CXX_LIB_NAMES=gomp
-  -DOpenMP_gomp_LIBRARY="$WORK/omp/libgomp.so"
+  -DOpenMP_gomp_LIBRARY="$WORK/syslibs/libgomp.so"
   -DNORMKIT_REQUIRE_OPENMP=ON
 )
 if [[ -n "$NVCC" ]]; then
@@ -119,6 +123,7 @@ if [[ -n "$NVCC" ]]; then
     -DCMAKE_CUDA_HOST_COMPILER="$WORK/bin/g++"
     -DCMAKE_CUDA_ARCHITECTURES="$ARCHS"
     -DCUDAToolkit_ROOT="$CUDA_HOME_DIR"
+    -DCUDAToolkit_rt_LIBRARY="$WORK/syslibs/librt.so"
     -DNORMKIT_CUDA_COMPRESS_MODE=size
   )
 else

@@ -128,8 +128,8 @@ def main():
                 fail(wheel, f"SASS for sm_{sorted(sass)}, expected sm_{sorted(want_sass)}")
             if ptx != want_ptx:
                 fail(wheel, f"PTX for compute_{sorted(ptx)}, expected compute_{sorted(want_ptx)}")
-            lines.append(f"CUDA:      SASS sm_{','.join(map(str, sorted(sass)))}; "
-                         f"PTX compute_{','.join(map(str, sorted(ptx)))}")
+            ptx_text = f"compute_{','.join(map(str, sorted(ptx)))}" if ptx else "none"
+            lines.append(f"CUDA:      SASS sm_{','.join(map(str, sorted(sass)))}; PTX {ptx_text}")
         else:
             lines.append("CUDA:      none (a CPU-only wheel)")
 
