@@ -25,7 +25,7 @@ source "$SRC/tools/_roots.sh"
 nk_enter_namespace "$0" "$@"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/normkit-wheeltest.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+[[ "${NORMKIT_WHEEL_KEEP:-0}" == 1 ]] && echo "keeping $WORK" || trap 'rm -rf "$WORK"' EXIT
 T0=$SECONDS
 
 for whl in "$@"; do

@@ -306,8 +306,14 @@ def _apply(x, axis, stats, out):
 
 
 def _sqrt(a):
-    return a.sqrt() if is_torch(a) else np.sqrt(a) if isinstance(a, np.ndarray) else \
-        a.__array_namespace__().sqrt(a)
+    if is_torch(a):
+        return a.sqrt()
+    # NumPy arrays and scalars (a NumPy scalar has no __array_namespace__ before NumPy 2.1),
+    # else the array's own namespace (CuPy, JAX, ...).
+    namespace = getattr(a, "__array_namespace__", None)
+    if namespace is None or isinstance(a, (np.ndarray, np.generic)):
+        return np.sqrt(a)
+    return namespace().sqrt(a)
 
 
 def _check_eps(eps):
