@@ -6,7 +6,10 @@
 # (debootstrap, cached: glibc 2.31, gcc 10), reached through wrapper scripts that run
 # gcc-10/g++-10 inside it with `chroot`; CPython (pyenv's python3.X), CMake, ninja and nvcc
 # come from the host, and the host paths they use are bind-mounted at the same paths inside
-# the root. `auditwheel repair` (inside the root, so that it vendors gcc 10's libgomp, not the
+# the root. The core (C++, CPU kernels for every ISA, CUDA kernels for every architecture)
+# is built and installed once with CMake; each CPython's extension module is then built by
+# pip (scikit-build-core) against it (CMake NORMKIT_PREBUILT_CORE).
+# `auditwheel repair` (inside the root, so that it vendors gcc 10's libgomp, not the
 # host's) then proves the manylinux tag. The policy, each point checked here (the build
 # fails otherwise):
 #   - tag: what auditwheel proves, no newer than manylinux_2_28;

@@ -15,6 +15,11 @@
 //   NK_EMU_BLOCKS_PER_SM  occupancy reported per SM (default 2; never more than fits in
 //                     2048 threads)
 //   NK_EMU_DEVICES    device count (default 1)
+//   NK_EMU_DRIVER     the CUDA version the emulated driver supports, as cudaDriverGetVersion
+//                     reports it (default: the runtime's, CUDART_VERSION); 0 = no driver
+//                     installed. Below the runtime's, the device queries fail with
+//                     cudaErrorInsufficientDriver, as a real old driver makes them — so the
+//                     old-driver and no-driver messages of cuda_status() are tested
 //   NK_EMU_ABORT=1    abort() at the first rule violation (for a debugger)
 #include <algorithm>
 #include <cinttypes>
@@ -66,6 +71,7 @@ struct Settings {
   int sms = 3;
   int blocks_per_sm = 2;
   int devices = 1;
+  int driver = CUDART_VERSION;
   bool abort_on_error = false;
 };
 
@@ -101,6 +107,7 @@ Settings& mutable_settings() {
     r.sms = int(env_long("NK_EMU_SMS", 3, 1, 1024));
     r.blocks_per_sm = int(env_long("NK_EMU_BLOCKS_PER_SM", 2, 1, 32));
     r.devices = int(env_long("NK_EMU_DEVICES", 1, 0, 16));
+    r.driver = int(env_long("NK_EMU_DRIVER", CUDART_VERSION, 0, 99999));
     r.abort_on_error = env_long("NK_EMU_ABORT", 0, 0, 1) == 1;
     return r;
   }();
@@ -906,13 +913,18 @@ const char* cudaGetErrorString(cudaError_t e) {
 }
 
 cudaError_t cudaGetDeviceCount(int* count) {
+  if (settings().driver < CUDART_VERSION) {  // also 0: no driver at all
+    *count = 0;
+    return set_error(cudaErrorInsufficientDriver,
+                     "nk_emu: the emulated driver (NK_EMU_DRIVER) is older than the runtime");
+  }
   *count = settings().devices;
   if (settings().devices == 0) return set_error(cudaErrorNoDevice, "nk_emu: no emulated device");
   return cudaSuccess;
 }
 
 cudaError_t cudaDriverGetVersion(int* v) {
-  *v = CUDART_VERSION;
+  *v = settings().driver;
   return cudaSuccess;
 }
 
