@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a short run (< 1 min): shapes 4096x4096 and 1x4096, fresh outputs, fewer reps")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for normkit and torch alike (default: os.cpu_count())")
+    p.add_argument("--isa", default=None,
+                   help="normkit's instruction set for the run (scalar, avx2, avx512, neon: one "
+                   "of normkit.available_cpu_isas(); default: the best this CPU has). The same "
+                   "as NORMKIT_CPU_ISA; the machine block and the figures' footers record it")
     p.add_argument("--ops", type=_csv, default=list(C.OPS),
                    help=f"comma list of {', '.join(C.OPS)} ('none': only the --channel-ops)")
     p.add_argument("--dtypes", type=_csv, default=list(C.DTYPES), help="comma list: fp32,bf16")
@@ -415,6 +419,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch = _import_torch()
     threads = args.threads or os.cpu_count() or 1
     nk.set_num_threads(threads)
+    if args.isa is not None:
+        if args.isa not in nk.available_cpu_isas():
+            raise SystemExit(f"--isa: {args.isa!r} is not available here; choose from "
+                             f"{nk.available_cpu_isas()}")
+        nk.set_cpu_isa(args.isa)
     if torch is not None:
         torch.set_num_threads(threads)
 
