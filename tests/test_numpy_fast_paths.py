@@ -1,0 +1,99 @@
+"""The NumPy fast paths of the row norms' training forward and backward (functional.py:
+``_numpy_train_forward``, ``_numpy_backward``) give the same bits as the general plan, on the
+cases a user tries: odd rows, 3-D input with a 2-D weight, strided views, 16-bit data with
+float32 parameters, ``bias=True`` as a flag, no parameters — and fall back (never mis-read)
+where the core cannot take the arrays as they are."""
+
+import numpy as np
+import pytest
+
+import normkit as nk
+from normkit import functional as F
+
+pytestmark = pytest.mark.any_isa
+
+
+def _dtypes():
+    out = [np.float32, np.float64, np.float16]
+    try:
+        import ml_dtypes
+        out.append(ml_dtypes.bfloat16)
+    except ImportError:
+        pass
+    return out
+
+
+def _case(rng, dtype, shape, pdims, pdtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    w = (1 + 0.1 * rng.standard_normal(shape[-pdims:])).astype(pdtype)
+    b = (0.1 * rng.standard_normal(shape[-pdims:])).astype(pdtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    return x, w, b, dy
+
+
+def _same(a, b):
+    if a is None or b is None:
+        assert a is None and b is None
+        return
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", _dtypes(), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,pdims", [((7, 33), 1), ((3, 5, 24), 2), ((1, 4096), 1)])
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_fast_paths_match_the_general_plan(dtype, shape, pdims, kind):
+    rng = np.random.default_rng(3)
+    pdtype = np.float32 if np.dtype(dtype).itemsize == 2 else dtype
+    x, w, b, dy = _case(rng, dtype, shape, pdims, pdtype)
+    k = F._LAYER if kind == "layer" else F._RMS
+    for weight, bias in ((w, b), (w, None), (None, None)):
+        if kind == "layer":
+            y, mean, rstd = nk.layer_norm_forward(x, weight, bias)
+        else:
+            (y, rstd), mean = nk.rms_norm_forward(x, weight, bias=bias), None
+        gy, _, gmean, grstd = F._forward(k, x, None, weight, bias, None,
+                                          1e-5 if kind == "layer" else 1e-6, 0.0, 1.0, None,
+                                          None, None, True, False)
+        _same(y, gy), _same(rstd, grstd)
+        if kind == "layer":
+            _same(mean, gmean)
+        for flag in (bias, True if bias is not None else None):
+            if kind == "layer":
+                got = nk.layer_norm_backward(dy, x, mean, rstd, weight, flag)
+            else:
+                got = nk.rms_norm_backward(dy, x, rstd, weight, flag)
+            ref = F._backward(k, dy, x, mean, rstd, weight, flag, 0.0, 1.0, None, False, None,
+                              "mean" if kind == "layer" else "rrms")
+            for g, r in zip(got, (ref[0], ref[2], ref[3])):
+                _same(g, r)
+
+
+def test_strided_views_match_contiguous_copies():
+    rng = np.random.default_rng(4)
+    big = rng.standard_normal((10, 2, 40)).astype(np.float32)
+    x = big[::2, 0, :37]          # row stride, contiguous rows
+    dy = big[1::2, 1, 3:40]       # another strided view
+    w = np.linspace(0.5, 1.5, 37, dtype=np.float32)
+    y, mean, rstd = nk.layer_norm_forward(x, w)
+    yc, meanc, rstdc = nk.layer_norm_forward(np.ascontiguousarray(x), w)
+    _same(y, yc), _same(mean, meanc), _same(rstd, rstdc)
+    got = nk.layer_norm_backward(dy, x, mean, rstd, w, True)
+    ref = nk.layer_norm_backward(np.ascontiguousarray(dy), np.ascontiguousarray(x), mean, rstd,
+                                 w, True)
+    for g, r in zip(got, ref):
+        _same(g, r)
+    # A column view (non-contiguous rows) cannot be read in place: the general path copies it.
+    xt = np.asfortranarray(rng.standard_normal((6, 16)).astype(np.float32))
+    _same(nk.layer_norm_forward(xt)[0], nk.layer_norm_forward(np.ascontiguousarray(xt))[0])
+
+
+def test_bad_arguments_still_name_the_problem():
+    x = np.ones((4, 8), np.float32)
+    y, mean, rstd = nk.layer_norm_forward(x)
+    with pytest.raises(ValueError, match="weight"):
+        nk.layer_norm_forward(x, np.ones(7, np.float32))
+    with pytest.raises(ValueError, match="dy"):
+        nk.layer_norm_backward(np.ones((4, 9), np.float32), x, mean, rstd)
+    with pytest.raises(ValueError, match="rstd"):
+        nk.layer_norm_backward(x, x, mean, np.ones(3, np.float32))
