@@ -92,6 +92,37 @@ def test_large_mean_float32_matches_float64(op, H, lib):
     assert_close(y64, ref, "float64", "y (float64)", scale=np.abs(s) * 2)
 
 
+def _shift_miss_rows(H, rng):
+    """Rows that defeat the one-pass statistics' shift (Note [Shifted one pass] in
+    cpp/src/cpu/vec/moments.hpp: the mean of 16 elements spread over each 4096-element chunk)
+    and rows that do not: 1e4 + N(0,1) with the sampled elements 1e4 + 300 (a shift 300
+    deviations off: the variance would lose ~2 digits to cancellation in float32), a ramp,
+    and plain large-mean rows."""
+    base = 1e4 + rng.standard_normal((5, H))
+    for j0 in range(0, H, 4096):
+        n = min(4096, H - j0)
+        cnt = min(n, 16)
+        idx = j0 + np.arange(cnt) * (n // cnt)
+        base[0, idx] = 1e4 + 300.0
+    base[1] = 1e4 + np.arange(H) * 1e-2
+    return base.astype(np.float32)
+
+
+@pytest.mark.parametrize("H", [1000, 4096, 8200])
+def test_statistics_when_the_shift_misses(H, lib):
+    """The saved mean and rstd of float32 layer norm match float64 to ~10 ulps even where
+    the one-pass statistics' shift is far from the mean (those chunks must take the two
+    passes); a shifted one pass without that fallback is off by ~1e-5 here."""
+    x32 = _shift_miss_rows(H, np.random.default_rng(H))
+    _, mean, rstd = nk.layer_norm_forward(lib.asarray(x32, "float32"))
+    x64 = x32.astype(np.float64)
+    m_ref = x64.mean(axis=1)
+    r_ref = 1.0 / np.sqrt(x64.var(axis=1) + 1e-5)
+    mean, rstd = to_f64(mean), to_f64(rstd)
+    assert np.all(np.abs(mean - m_ref) <= 2e-6 * np.abs(m_ref)), (mean - m_ref) / m_ref
+    assert np.all(np.abs(rstd - r_ref) <= 2e-6 * r_ref), (rstd - r_ref) / r_ref
+
+
 @pytest.mark.parametrize("H", [1000, 4097])
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 def test_large_mean_float32_within_twice_torch_error(op, H):
