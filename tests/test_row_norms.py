@@ -698,7 +698,7 @@ def test_property_random_shapes_and_strides(c):
 def test_isa_selection_and_build_info():
     isas = nk.available_cpu_isas()
     assert isinstance(isas, list) and "scalar" in isas
-    assert set(isas) <= {"scalar", "avx2", "avx512", "neon"}
+    assert set(isas) <= {"scalar", "avx2", "avx512", "avx512bf16", "neon"}
     before = nk.cpu_isa()
     assert before in isas
     try:

@@ -25,7 +25,8 @@ NK_TEST(runtime, isa_lists) {
   for (const std::string& isa : avail)
     NK_CHECK(contains(compiled, isa)) << isa << " available but not compiled";
   for (const std::string& isa : compiled)
-    NK_CHECK(isa == "scalar" || isa == "avx2" || isa == "avx512" || isa == "neon")
+    NK_CHECK(isa == "scalar" || isa == "avx2" || isa == "avx512" || isa == "avx512bf16" ||
+             isa == "neon")
         << "unknown ISA name " << isa;
   NK_CHECK(contains(avail, normkit::cpu_isa())) << normkit::cpu_isa();
   // Unless forced, the best available one is in use.

@@ -10,7 +10,12 @@
 //     position in the array (partial last vectors), and nothing past n is written;
 //   * the primitives: IEEE division, min/max's NaN and signed-zero rule, abs/neg on the sign
 //     bit, ordered comparisons (false on NaN), signbit, select, round (ties to even, −0),
-//     pow2i — bit for bit against a plain C++ statement of each.
+//     pow2i — bit for bit against a plain C++ statement of each;
+//   * the 16-bit conversions (Vec<float> load / store / stream of bfloat16 and float16), bit
+//     for bit against normkit/dtype.hpp's scalar ones: every 16-bit pattern widened, and
+//     every 61st float pattern plus every float denormal, tie and special value narrowed
+//     (the AVX512_BF16 ISA's hardware rounding flushes denormals; Note [Hardware bf16
+//     rounding] in vec_avx512.hpp).
 #include <algorithm>
 #include <cinttypes>
 #include <cmath>
@@ -33,6 +38,7 @@ namespace {
 
 using normkit::cpu::IsaTable;
 using normkit::cpu::VecMathEval;
+using normkit::cpu::VecConvEval;
 using normkit::cpu::VecPrimEval;
 using Fn = VecMathEval::Fn;
 
@@ -597,8 +603,89 @@ void primitives() {
   }
 }
 
+// Float patterns for the narrowing test: a stride over all of them, then every denormal
+// (where vcvtneps2bf16 differs), the neighbourhood of every tie of both 16-bit formats near
+// 1, and the special values.
+std::vector<float> narrowing_inputs() {
+  std::vector<uint32_t> bits;
+  for (uint64_t u = 0; u <= 0xffffffffull; u += 61) bits.push_back(uint32_t(u));
+  for (uint32_t m = 0; m < (1u << 23); m += 7) {
+    bits.push_back(m);
+    bits.push_back(0x80000000u | m);
+  }
+  for (uint32_t u = 0x3f800000u - 70000; u < 0x3f800000u + 70000; ++u) bits.push_back(u);
+  for (uint32_t u : {0x007fffffu, 0x00800000u, 0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u,
+                     0x7f800001u, 0xffc00001u, 0x477fe000u, 0x477fefffu, 0x477ff000u, 0x33000000u,
+                     0x33000001u, 0x387fc000u, 0x38800000u})
+    bits.push_back(u);
+  std::vector<float> v(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) std::memcpy(&v[i], &bits[i], 4);
+  return v;
+}
+
+uint16_t bits16(normkit::bfloat16_t h) { return h.bits; }
+uint16_t bits16(normkit::half_t h) { return h.bits; }
+
+void conversions() {
+  using E = VecConvEval;
+  const std::vector<float> in = narrowing_inputs();
+  std::vector<uint16_t> all16(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all16[i] = uint16_t(i);
+  for (const IsaTable* isa : isas()) {
+    for (E::Op op : {E::ToBf16, E::ToHalf}) {
+      for (bool stream : {false, true}) {
+        // 32-byte aligned output for stream(); n not a multiple of any vector width.
+        const int64_t n = int64_t(in.size()) - 3;
+        std::vector<uint16_t> buf(size_t(n) + 32);
+        uint16_t* out = buf.data();
+        while (reinterpret_cast<uintptr_t>(out) % 32 != 0) ++out;
+        E e;
+        e.op = op;
+        e.stream = stream;
+        e.in = in.data();
+        e.out = out;
+        e.n = n;
+        isa->vec_conv_eval(e);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const uint16_t want = op == E::ToBf16 ? bits16(normkit::float_to_bf16(in[size_t(i)]))
+                                                : bits16(normkit::float_to_half(in[size_t(i)]));
+          if (out[i] != want && ++bad <= 5) {
+            uint32_t u;
+            std::memcpy(&u, &in[size_t(i)], 4);
+            NK_CHECK(false) << isa->name << (op == E::ToBf16 ? " to bf16" : " to half")
+                            << (stream ? " (stream)" : "") << " of 0x" << std::hex << u
+                            << " = 0x" << out[i] << ", expected 0x" << want;
+          }
+        }
+        NK_CHECK(bad == 0) << isa->name << ": " << bad << " wrong narrowings";
+      }
+    }
+    for (E::Op op : {E::FromBf16, E::FromHalf}) {
+      std::vector<float> out(65536 + 5, -7.0f);
+      E e;
+      e.op = op;
+      e.in = all16.data();
+      e.out = out.data();
+      e.n = 65536 - 5;  // a partial last vector
+      isa->vec_conv_eval(e);
+      int64_t bad = 0;
+      for (int64_t i = 0; i < e.n; ++i) {
+        const float want = op == E::FromBf16 ? normkit::bf16_to_float(normkit::bfloat16_t{all16[size_t(i)]})
+                                             : normkit::half_to_float(normkit::half_t{all16[size_t(i)]});
+        if (!same_bits(out[size_t(i)], want) && ++bad <= 5) {
+          NK_CHECK(false) << isa->name << " widening 0x" << std::hex << all16[size_t(i)];
+        }
+      }
+      NK_CHECK(bad == 0) << isa->name << ": " << bad << " wrong widenings";
+      NK_CHECK(same_bits(out[size_t(e.n)], -7.0f)) << isa->name << ": wrote past n";
+    }
+  }
+}
+
 }  // namespace
 
+NK_TEST(vec_math, conversions_16bit) { conversions(); }
 NK_TEST(vec_math, exp_f32) { accuracy_f32(Fn::Exp); }
 NK_TEST(vec_math, tanh_f32) { accuracy_f32(Fn::Tanh); }
 NK_TEST(vec_math, sigmoid_f32) { accuracy_f32(Fn::Sigmoid); }

@@ -65,7 +65,8 @@ def get_num_threads() -> int:
 
 
 def cpu_isa() -> str:
-    """The SIMD instruction set in use: ``"scalar"``, ``"avx2"``, ``"avx512"`` or ``"neon"``."""
+    """The SIMD instruction set in use: ``"scalar"``, ``"avx2"``, ``"avx512"``,
+    ``"avx512bf16"`` (AVX-512 with its bf16 conversion instructions) or ``"neon"``."""
     return _core.cpu_isa()
 
 

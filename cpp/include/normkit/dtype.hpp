@@ -93,12 +93,15 @@ NK_HD bfloat16_t float_to_bf16(float f) {
 }
 
 // binary16 <-> binary32 by bit manipulation (exact for every input; the SIMD layers use the
-// hardware instructions, which give the same results).
+// hardware instructions, which give the same bits — cpp/tests/test_vec_math.cpp checks every
+// pattern on every ISA). A signaling NaN comes out quiet, payload kept, as IEEE 754's
+// conversion and F16C's vcvtph2ps make it.
 NK_HD float half_to_float(half_t h) {
   const uint32_t sign = uint32_t(h.bits & 0x8000u) << 16;
   const uint32_t exp = (h.bits >> 10) & 0x1fu;
   const uint32_t man = h.bits & 0x3ffu;
-  if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13));  // Inf / NaN
+  if (exp == 0x1f)  // Inf / NaN (quieted)
+    return bits_f32(sign | 0x7f800000u | (man << 13) | (man != 0 ? 0x400000u : 0u));
   if (exp != 0) return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
   if (man == 0) return bits_f32(sign);
   // Subnormal: value = man * 2^-24, exactly representable in float32.

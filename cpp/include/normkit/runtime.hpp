@@ -21,7 +21,7 @@ NORMKIT_API int get_num_threads();
 // torch.set_num_threads governs normkit's team too unless normkit's was set explicitly.
 NORMKIT_API void set_default_num_threads(int n);
 
-// The SIMD instruction set in use: "scalar", "avx2", "avx512" or "neon". Chosen once from
+// The SIMD instruction set in use: "scalar", "avx2", "avx512", "avx512bf16" (AVX-512 plus AVX512_BF16's conversions) or "neon". Chosen once from
 // CPUID; the environment variable NORMKIT_CPU_ISA (read at first use) or set_cpu_isa() can
 // force a lower one. set_cpu_isa throws normkit::Error for a name that is not compiled in or
 // that this CPU cannot run.

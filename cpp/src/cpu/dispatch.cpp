@@ -43,6 +43,12 @@ bool has_avx512() {
   return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 }
+// AVX512_BF16: CPUID leaf 7, subleaf 1, EAX bit 5 (read directly, as F16C above).
+bool has_avx512bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!has_avx512() || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+  return (a & (1u << 5)) != 0;
+}
 #endif
 
 // Lowest first. The table lists what this build compiled; each row holds every kernel of
@@ -52,6 +58,9 @@ constexpr IsaTable kIsas[] = {
 #if defined(__x86_64__) || defined(_M_X64)
     avx2::table(has_avx2),
     avx512::table(has_avx512),
+#if defined(NORMKIT_HAVE_AVX512BF16)
+    avx512bf16::table(has_avx512bf16),
+#endif
 #elif defined(__aarch64__)
     neon::table(always),
 #endif

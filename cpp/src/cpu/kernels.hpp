@@ -30,6 +30,7 @@
   X(spectral_norm_pass, (const detail::SnProblem& p, const SnPass& s))                      \
   X(vec_math_eval, (const VecMathEval& e))                                                  \
   X(vec_prim_eval, (const VecPrimEval& e))                                                  \
+  X(vec_conv_eval, (const VecConvEval& e))                                                  \
   X(copy, (const void* src, void* dst, int64_t bytes, int threads, bool nontemporal))
 
 namespace normkit::cpu {
@@ -43,6 +44,7 @@ namespace normkit::cpu {
 NK_DECLARE_CPU_ISA(scalar)
 NK_DECLARE_CPU_ISA(avx2)
 NK_DECLARE_CPU_ISA(avx512)
+NK_DECLARE_CPU_ISA(avx512bf16)
 NK_DECLARE_CPU_ISA(neon)
 
 #undef NK_DECLARE_CPU_ISA
@@ -68,6 +70,7 @@ struct IsaTable {
 NK_DEFINE_TABLE(scalar)
 NK_DEFINE_TABLE(avx2)
 NK_DEFINE_TABLE(avx512)
+NK_DEFINE_TABLE(avx512bf16)
 NK_DEFINE_TABLE(neon)
 #undef NK_DEFINE_TABLE
 #undef NK_TABLE_ENTRY

@@ -32,8 +32,9 @@ C rms_mean_sq(const T* x, int64_t H) {
 }
 
 // y = ((x − mean_hi) − mean_lo)·rstd·w + b over one row (norm_affine, in vector form), or
-// AdaNorm's (a + nb·x̂)·x̂ (kAda); streaming stores when kNT.
-template <typename T, typename C, bool kAda, bool kW, bool kB, bool kNT>
+// x·rstd·w + b for RMS norm (kCentered false; its mean is zero), or AdaNorm's (a + nb·x̂)·x̂
+// (kAda); streaming stores when kNT.
+template <typename T, typename C, bool kCentered, bool kAda, bool kW, bool kB, bool kNT>
 NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMean<C> mean,
                                     C rstd, const C* NK_RESTRICT w, const C* NK_RESTRICT b,
                                     detail::AdaCoeffs<C> ada, const T* next_x) {
@@ -42,7 +43,12 @@ NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMe
   const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
   for_each_vector<T, C>(H, y, kNT, [&](int64_t j, int64_t n, bool stream) {
     prefetch(next_x ? next_x + j : nullptr);
-    V t = ((ld<T, V>(x + j, n) - vm) - vl) * vr;
+    V t;
+    if constexpr (kCentered) {
+      t = ((ld<T, V>(x + j, n) - vm) - vl) * vr;
+    } else {
+      t = ld<T, V>(x + j, n) * vr;
+    }
     if constexpr (kAda) {
       t = detail::ada_phi(t, va, vnb) * t;
     } else if constexpr (kW && kB) {
@@ -116,8 +122,8 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
       }
       if (mean_out) mean_out[r] = mean.hi;
       if (rstd_out) rstd_out[r] = rstd;
-      normalize_row<T, C, K == NormKind::Ada, kW, kB, kNT>(xr, Y + p.y_idx.offset(r), H, mean,
-                                                           rstd, w, b, ada, next);
+      normalize_row<T, C, K != NormKind::RMS, K == NormKind::Ada, kW, kB, kNT>(
+          xr, Y + p.y_idx.offset(r), H, mean, rstd, w, b, ada, next);
     }
     if constexpr (kNT) stream_fence();  // Note [Fence on every thread]
   });

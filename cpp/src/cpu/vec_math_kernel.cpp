@@ -10,6 +10,7 @@
 
 #include "common/vec_math.hpp"
 #include "cpu/kernels.hpp"
+#include "cpu/vec/loops.hpp"
 #include "cpu/vec/vec.hpp"
 
 namespace normkit::cpu::NK_CPU_ISA {
@@ -81,7 +82,42 @@ void prim_typed(const VecPrimEval& e) {
   }
 }
 
+// 16-bit storage type S <-> float, n elements, one Vec at a time; the partial last vector
+// through ld/st's zero-padded staging as in the kernels (cpu/vec/loops.hpp).
+template <typename S>
+void conv_to(const float* in, S* out, int64_t n, bool stream) {
+  using V = Vec<float>;
+  constexpr int64_t L = V::size;
+  int64_t j = 0;
+  for (; j + L <= n; j += L) st<S, V>(V::load(in + j), out + j, L, stream);
+  if (j < n) st<S, V>(ld<float, V>(in + j, n - j), out + j, n - j, false);
+}
+template <typename S>
+void conv_from(const S* in, float* out, int64_t n) {
+  using V = Vec<float>;
+  constexpr int64_t L = V::size;
+  int64_t j = 0;
+  for (; j + L <= n; j += L) ld<S, V>(in + j, L).store(out + j);
+  if (j < n) st<float, V>(ld<S, V>(in + j, n - j), out + j, n - j, false);
+}
+
 }  // namespace
+
+void vec_conv_eval(const VecConvEval& e) {
+  using E = VecConvEval;
+  switch (e.op) {
+    case E::ToBf16:
+      return conv_to(static_cast<const float*>(e.in), static_cast<bfloat16_t*>(e.out), e.n,
+                     e.stream);
+    case E::ToHalf:
+      return conv_to(static_cast<const float*>(e.in), static_cast<half_t*>(e.out), e.n,
+                     e.stream);
+    case E::FromBf16:
+      return conv_from(static_cast<const bfloat16_t*>(e.in), static_cast<float*>(e.out), e.n);
+    case E::FromHalf:
+      return conv_from(static_cast<const half_t*>(e.in), static_cast<float*>(e.out), e.n);
+  }
+}
 
 void vec_math_eval(const VecMathEval& e) {
   if (e.f64)

@@ -32,4 +32,16 @@ struct VecPrimEval {
   int64_t n = 0;
 };
 
+// The 16-bit conversions of Vec<float>, over arrays: To* reads n floats at `in` and writes n
+// 16-bit values at `out` with store() (and, when `stream`, with stream() into `out`, which
+// must then be aligned to 32 bytes); From* reads n 16-bit values and writes n floats.
+struct VecConvEval {
+  enum Op : int { ToBf16 = 0, ToHalf, FromBf16, FromHalf };
+  Op op = ToBf16;
+  bool stream = false;
+  const void* in = nullptr;  // [n]
+  void* out = nullptr;       // [n]
+  int64_t n = 0;
+};
+
 }  // namespace normkit::cpu

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="threads for normkit and torch alike (default: os.cpu_count())")
     p.add_argument("--isa", default=None,
-                   help="normkit's instruction set for the run (scalar, avx2, avx512, neon: one "
+                   help="normkit's instruction set for the run (scalar, avx2, avx512, avx512bf16, neon: one "
                    "of normkit.available_cpu_isas(); default: the best this CPU has). The same "
                    "as NORMKIT_CPU_ISA; the machine block and the figures' footers record it")
     p.add_argument("--ops", type=_csv, default=list(C.OPS),

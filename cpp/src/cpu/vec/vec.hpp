@@ -16,7 +16,7 @@
 #error "NK_CPU_ISA must name the ISA this file is compiled for"
 #endif
 
-#if defined(NK_CPU_ISA_avx512)
+#if defined(NK_CPU_ISA_avx512) || defined(NK_CPU_ISA_avx512bf16)
 #include "cpu/vec/vec_avx512.hpp"
 #elif defined(NK_CPU_ISA_avx2)
 #include "cpu/vec/vec_avx2.hpp"
