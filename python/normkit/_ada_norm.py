@@ -14,7 +14,7 @@ row needs at least 2 elements (the unbiased std).
 from __future__ import annotations
 
 from . import _core
-from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
+from ._arrays import BackwardOut, detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
 from ._registry import Float, Int, Like, Op, Out, Stat, Tensor
 
 __all__ = ["ada_norm", "ada_norm_forward", "ada_norm_backward", "ADA_NORM", "ADA_NORM_BWD"]
@@ -87,9 +87,11 @@ def ada_norm_forward(x, k=0.1, scale=2.0, eps=1e-5, *, normalized_shape=None):
     return f(got["y"]), f(got["mean"]), f(got["rstd"])
 
 
-def ada_norm_backward(dy, x, mean, rstd, k=0.1, scale=2.0):
+def ada_norm_backward(dy, x, mean, rstd, k=0.1, scale=2.0, *, out=None):
     """The gradient of :func:`ada_norm_forward` with respect to ``x``, ``scale·(1 − k·ŷ)``
-    held constant (SPEC §8). The row dims are ``x.ndim − mean.ndim``."""
+    held constant (SPEC §8). The row dims are ``x.ndim − mean.ndim``; ``out``: dx's
+    buffer."""
+    bo = BackwardOut("ada_norm_backward", out, ("dx",), (dy, x))
     nd = x.ndim - rstd.ndim
     if nd < 1:
         raise ValueError(
@@ -98,5 +100,5 @@ def ada_norm_backward(dy, x, mean, rstd, k=0.1, scale=2.0):
     lib = lib_for(x)
     got = ADA_NORM_BWD.run_named(
         lib, dict(dy=detach(dy), x=detach(x), mean=detach(mean), rstd=detach(rstd), k=k,
-                  scale=scale, normalized_ndim=nd), dict(dx=True), lib.stream)
-    return lib.finish(got["dx"])
+                  scale=scale, normalized_ndim=nd), dict(dx=bo.want("dx")), lib.stream)
+    return bo.finish(lib, "dx", got["dx"])

@@ -97,6 +97,65 @@ def refuse_out_with_grad(name: str, inputs, outs) -> None:
             "or under torch.no_grad())")
 
 
+class BackwardOut:
+    """``out=`` of a backward function: ``None``; an array, the buffer of the input gradient
+    (``dx``, the one the size of the data); or a tuple (or list) with one entry per returned
+    gradient, in the order the function returns them — an array to write that gradient
+    into, or ``None`` to have it allocated. Caller-provided buffers let a training
+    loop reuse its gradient memory instead of paying for freshly mapped pages every step
+    (docs/benchmarks.rst, "Fresh outputs"). The core checks each buffer's shape, dtype,
+    layout and device and names it in the error; a byte-misaligned NumPy buffer gets the
+    result through an aligned copy, as the forwards' ``out=`` do. Autograd never runs through
+    ``out=`` (:func:`refuse_out_with_grad`)."""
+
+    __slots__ = ("names", "given", "_copy")
+
+    def __init__(self, fn: str, out, names, inputs=()):
+        self.names = tuple(names)
+        if out is None:
+            self.given = (None,) * len(self.names)
+        else:
+            if not isinstance(out, (tuple, list)):
+                out = (out,) + (None,) * (len(self.names) - 1)
+            if len(out) != len(self.names):
+                raise TypeError(
+                    f"{fn}: out: expected None, {self.names[0]}'s buffer, or a tuple of "
+                    f"{len(self.names)} arrays or None ({', '.join(self.names)}), got "
+                    f"{_describe(out)}")
+            self.given = tuple(out)
+            refuse_out_with_grad(fn, inputs, self.given)
+        self._copy = {}
+
+    def want(self, name, default=True):
+        """The registry's want entry for gradient ``name``: the caller's buffer, or
+        ``default`` (``True``: allocate; ``None``: not computed) when none was given."""
+        o = self.given[self.names.index(name)]
+        if o is None:
+            return default
+        if misaligned_numpy(o):
+            self._copy[name] = o
+            return default if default is not None else True
+        return o
+
+    def finish(self, lib, name, got):
+        """The gradient as the function returns it: the caller's buffer (filled) or the
+        freshly allocated array through ``lib.finish``."""
+        into = self._copy.get(name)
+        if into is not None:
+            into[...] = got
+            return into
+        o = self.given[self.names.index(name)]
+        if o is not None:
+            return o if got is not None else None
+        return None if got is None else lib.finish(got)
+
+
+def _describe(v) -> str:
+    if isinstance(v, (tuple, list)):
+        return f"a {type(v).__name__} of {len(v)}"
+    return type(v).__name__
+
+
 def detach(a):
     """``a`` without its autograd history (a torch tensor that requires grad), else ``a``:
     what the functional API hands the kernels outside autograd. NumPy arrays and None return

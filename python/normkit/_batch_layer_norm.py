@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._arrays import (_rows_compact, detach, is_torch, lib_for, misaligned_numpy,
+from ._arrays import (BackwardOut, _rows_compact, detach, is_torch, lib_for, misaligned_numpy,
                       refuse_out_with_grad)
 from ._batch_norm import _in_place_ok, _needs_autograd, start_running, update_factor
 from ._registry import Bool, Float, Like, Op, OptionalTensor, Out, SliceStat, Tensor
@@ -274,10 +274,13 @@ def batch_layer_norm_forward(x, weight=None, bias=None, running_batch_mean=None,
 def batch_layer_norm_backward(dy, x, batch_mean, batch_rstd, feature_mean, feature_rstd,
                               weight=None, bias=None, *, training=True,
                               use_running_batch_stats=True, use_running_feature_stats=False,
-                              delta=1e-4, batch_size=None):
+                              delta=1e-4, batch_size=None, out=None):
     """Gradients of :func:`batch_layer_norm` (features last): ``(dx, dweight, dbias)``,
     ``None`` for an absent parameter, through the statistics of the input (the modes as in
-    the forward)."""
+    the forward). ``out``: dx's buffer, or a tuple of buffers (or ``None`` entries) for
+    ``(dx, dweight, dbias)``."""
+    names = ("dx", "dweight", "dbias")
+    bo = BackwardOut("batch_layer_norm_backward", out, names, (dy, x, weight))
     features_last(x, -1)
     lib = lib_for(x)
     b_in, f_in = _modes(training, use_running_batch_stats, use_running_feature_stats)
@@ -285,6 +288,5 @@ def batch_layer_norm_backward(dy, x, batch_mean, batch_rstd, feature_mean, featu
                                 feature_rstd)] + [
         b_in, f_in, float(delta), float(batch_size) if batch_size is not None else 0.0,
         True, True, True]
-    f = lib.finish
-    return tuple(None if g is None else f(g) for g in
-                 BATCH_LAYER_NORM_BWD.run(lib, args, BATCH_LAYER_NORM_BWD.all_want, lib.stream))
+    res = BATCH_LAYER_NORM_BWD.run(lib, args, tuple(bo.want(n) for n in names), lib.stream)
+    return tuple(bo.finish(lib, n, g) for n, g in zip(names, res))

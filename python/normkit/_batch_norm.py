@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 from . import _core
-from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
+from ._arrays import BackwardOut, detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
 from ._channels import like_layout, prepare
 from ._registry import Bool, ChannelStat, Float, Like, Op, OptionalTensor, Out, Tensor
 
@@ -270,19 +270,23 @@ def batch_norm_forward(x, running_mean=None, running_var=None, weight=None, bias
     return (f(y) if out is None else y), f(sm), f(sr)
 
 
+_GRADS = ("dx", "dweight", "dbias")
+
+
 def batch_norm_backward(dy, x, save_mean, save_rstd, weight=None, bias=None, *, training=True,
                         axis=1, out=None):
     """Gradients of :func:`batch_norm`: ``(dx, dweight, dbias)``, ``None`` for an absent
     parameter (``bias`` only says whether ``dbias`` is wanted), from the forward's
-    ``save_mean`` and ``save_rstd``; ``training`` as in the forward; ``out``: dx's buffer.
+    ``save_mean`` and ``save_rstd``; ``training`` as in the forward; ``out``: dx's buffer,
+    or a tuple of buffers (or ``None`` entries) for ``(dx, dweight, dbias)``.
     Per-channel sums are reduced in a fixed order (the same bits for any thread count)."""
+    bo = BackwardOut("batch_norm_backward", out, _GRADS, (dy, x, weight))
     cl = channels_last_of(x, axis)
     lib = lib_for(x)
     args = [detach(a) for a in (dy, x, save_mean, save_rstd, weight, bias)] + [
         bool(training), cl, True, True, True]
-    f = lib.finish
-    res = BATCH_NORM_BWD.run(lib, args, (True if out is None else out, True, True), lib.stream)
-    return tuple(None if g is None else g if g is out else f(g) for g in res)
+    res = BATCH_NORM_BWD.run(lib, args, tuple(bo.want(n) for n in _GRADS), lib.stream)
+    return tuple(bo.finish(lib, n, g) for n, g in zip(_GRADS, res))
 
 
 def batch_norm_stats(x, *, axis=1):

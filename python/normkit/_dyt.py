@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from . import _core
-from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
+from ._arrays import BackwardOut, detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
 from ._channels import like_layout as _like_layout, prepare as _prepare
 from ._registry import Bool, Like, Op, OptionalTensor, Out, Tensor
 
@@ -101,12 +101,14 @@ def dyt_forward(x, alpha, weight=None, bias=None, *, channels_last=True):
     return lib.finish(DYT.run(lib, args, DYT.all_want, lib.stream)[0])
 
 
-def dyt_backward(dy, x, alpha, weight=None, bias=None, *, channels_last=True):
+def dyt_backward(dy, x, alpha, weight=None, bias=None, *, channels_last=True, out=None):
     """Gradients of :func:`dyt`: ``(dx, dalpha, dweight, dbias)``, ``None`` for an absent
     parameter; ``bias`` only says whether ``dbias`` is wanted. ``dalpha`` has alpha's shape
-    and dtype. Every sum is reduced in a fixed order (the same bits for any thread count)."""
+    and dtype. Every sum is reduced in a fixed order (the same bits for any thread count).
+    ``out``: dx's buffer, or a tuple of buffers (or ``None`` entries) for the four."""
+    names = ("dx", "dalpha", "dweight", "dbias")
+    bo = BackwardOut("dyt_backward", out, names, (dy, x, alpha, weight))
     lib = lib_for(x)
     args = [detach(a) for a in (dy, x, alpha, weight, bias)] + [channels_last, True, True, True]
-    f = lib.finish
-    return tuple(None if g is None else f(g)
-                 for g in DYT_BWD.run(lib, args, DYT_BWD.all_want, lib.stream))
+    res = DYT_BWD.run(lib, args, tuple(bo.want(n) for n in names), lib.stream)
+    return tuple(bo.finish(lib, n, g) for n, g in zip(names, res))

@@ -12,7 +12,7 @@ copies them). Any other strided view is copied once.
 from __future__ import annotations
 
 from . import _core
-from ._arrays import detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
+from ._arrays import BackwardOut, detach, is_torch, lib_for, misaligned_numpy, refuse_out_with_grad
 from ._batch_norm import (_dy, _in_place_ok, _needs_autograd, _x, batch_norm, channels_last_of,
                           start_running, update_factor)
 from ._registry import Bool, Float, GroupStat, Int, Like, Op, OptionalTensor, Out, Tensor
@@ -160,19 +160,23 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5, *, axis=
     return tuple(a if a is out else f(a) for a in res)
 
 
+_GRADS = ("dx", "dweight", "dbias")
+
+
 def group_norm_backward(dy, x, save_mean, save_rstd, num_groups, weight=None, bias=None, *,
                         axis=1, out=None):
     """Gradients of :func:`group_norm`: ``(dx, dweight, dbias)``, ``None`` for an absent
-    parameter (``bias`` only says whether ``dbias`` is wanted); ``out``: dx's buffer.
+    parameter (``bias`` only says whether ``dbias`` is wanted); ``out``: dx's buffer, or a
+    tuple of buffers (or ``None`` entries) for ``(dx, dweight, dbias)``.
     ``dweight`` and ``dbias`` are reduced over the batch in a fixed order (the same bits for
     any thread count)."""
+    bo = BackwardOut("group_norm_backward", out, _GRADS, (dy, x, weight))
     cl = channels_last_of(x, axis)
     lib = lib_for(x)
     args = [detach(a) for a in (dy, x, save_mean, save_rstd, weight, bias)] + [
         _groups(num_groups), cl, True, True, True]
-    f = lib.finish
-    res = GROUP_NORM_BWD.run(lib, args, (True if out is None else out, True, True), lib.stream)
-    return tuple(None if g is None else g if g is out else f(g) for g in res)
+    res = GROUP_NORM_BWD.run(lib, args, tuple(bo.want(n) for n in _GRADS), lib.stream)
+    return tuple(bo.finish(lib, n, g) for n, g in zip(_GRADS, res))
 
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,

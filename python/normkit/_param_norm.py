@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from . import _core
-from ._arrays import detach, is_torch, lib_for, refuse_out_with_grad
+from ._arrays import BackwardOut, detach, is_torch, lib_for, refuse_out_with_grad
 from ._registry import Float, Int, Like, Op, Out, Shaped, Tensor
 
 __all__ = [
@@ -175,14 +175,17 @@ def weight_norm_forward(v, g, dim=0):
     return lib.finish(w), lib.finish(norm)
 
 
-def weight_norm_backward(dw, v, g, norm, dim=0):
+def weight_norm_backward(dw, v, g, norm, dim=0, *, out=None):
     """Gradients of :func:`weight_norm`: ``(dv, dg)`` with ``dg = Σ(dw·v)/‖v‖`` and
-    ``dv = (g/‖v‖)·dw − (g·dg/‖v‖²)·v`` (every sum in a fixed order)."""
+    ``dv = (g/‖v‖)·dw − (g·dg/‖v‖²)·v`` (every sum in a fixed order). ``out``: dv's
+    buffer, or a tuple of buffers (or ``None`` entries) for ``(dv, dg)``."""
+    names = ("dv", "dg")
+    bo = BackwardOut("weight_norm_backward", out, names, (dw, v, g))
     d = wn_dim(v, dim)
     lib = lib_for(v)
     args = [detach(a) for a in (dw, v, g, norm)] + [d]
-    f = lib.finish
-    return tuple(f(t) for t in WEIGHT_NORM_BWD.run(lib, args, WEIGHT_NORM_BWD.all_want, lib.stream))
+    res = WEIGHT_NORM_BWD.run(lib, args, tuple(bo.want(n) for n in names), lib.stream)
+    return tuple(bo.finish(lib, n, t) for n, t in zip(names, res))
 
 
 # ---------------------------------------------------------------------------------------
@@ -318,9 +321,11 @@ def spectral_norm_forward(W, u, v, n_power_iterations=1, eps=1e-12):
     return lib.finish(o), lib.finish(sigma)
 
 
-def spectral_norm_backward(dout, W, u, v, sigma):
+def spectral_norm_backward(dout, W, u, v, sigma, *, out=None):
     """The gradient of :func:`spectral_norm_forward` with u, v (after its iterations) held
-    constant: ``dW = dout/σ − (⟨dout, W⟩/σ²)·u vᵀ``."""
+    constant: ``dW = dout/σ − (⟨dout, W⟩/σ²)·u vᵀ``; ``out``: dW's buffer."""
+    bo = BackwardOut("spectral_norm_backward", out, ("dW",), (dout, W))
     lib = lib_for(W)
     args = [detach(a) for a in (dout, W, u, v, sigma)]
-    return lib.finish(SPECTRAL_NORM_BWD.run(lib, args, SPECTRAL_NORM_BWD.all_want, lib.stream)[0])
+    dW = SPECTRAL_NORM_BWD.run(lib, args, (bo.want("dW"),), lib.stream)[0]
+    return bo.finish(lib, "dW", dW)

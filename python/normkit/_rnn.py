@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 from . import _core
-from ._arrays import detach, is_torch, lib_for
+from ._arrays import BackwardOut, detach, is_torch, lib_for
 from ._registry import Bool, Float, Like, Op, OptionalTensor, Out, Shaped, Tensor
 
 __all__ = [
@@ -489,9 +489,18 @@ class _Saved:
         self.family, self.args, self.reserve = family, args, reserve
 
 
-def _backward(saved, grads):
+def _backward(saved, grads, out, fn):
     op = _OPS[saved.family]
     bwd = op.backward
+    names = tuple(o.name[1:] for o in bwd.outputs)  # "dx" -> "x", as returned
+    if out is not None and not isinstance(out, dict):
+        raise TypeError(f"{fn}: out: expected None or a dict of gradient buffers by input "
+                        f"name ({', '.join(names)}), got {type(out).__name__}")
+    unknown = sorted(set(out or ()) - set(names))
+    if unknown:
+        raise TypeError(f"{fn}: out: no gradient named {unknown} (names: {', '.join(names)})")
+    bo = BackwardOut(fn, None if out is None else tuple(out.get(n) for n in names), names,
+                     tuple(grads.values()))
     named = dict(zip(op.input_names, saved.args))
     named["reserve"] = saved.reserve
     named.update(grads)
@@ -501,22 +510,23 @@ def _backward(saved, grads):
     x = named["x"]
     lib = lib_for(x)
     args = [detach(a) if not isinstance(a, (bool, float)) else a for a in args]
-    outs = bwd.run(lib, args, bwd.all_want, lib.stream)
-    return {o.name[1:]: (None if g is None else lib.finish(g)) for o, g in zip(bwd.outputs, outs)}
+    outs = bwd.run(lib, args, tuple(bo.want(n) for n in names), lib.stream)
+    return {n: bo.finish(lib, n, g) for n, g in zip(names, outs)}
 
 
-def lstm_backward(dy, dh_n, dc_n, saved):
+def lstm_backward(dy, dh_n, dc_n, saved, *, out=None):
     """Gradients of :func:`lstm_forward` given those of y, h_n and c_n (any may be None):
     a dict ``{"x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "ln_x_weight", ...}`` (None
-    for an absent input)."""
-    return _backward(saved, {"dy": dy, "dh_n": dh_n, "dc_n": dc_n})
+    for an absent input). ``out``: a dict of buffers by those names (any subset) to write
+    the gradients into."""
+    return _backward(saved, {"dy": dy, "dh_n": dh_n, "dc_n": dc_n}, out, "lstm_backward")
 
 
-def gru_backward(dy, dh_n, saved):
+def gru_backward(dy, dh_n, saved, *, out=None):
     """Gradients of :func:`gru_forward` (see :func:`lstm_backward`)."""
-    return _backward(saved, {"dy": dy, "dh_n": dh_n})
+    return _backward(saved, {"dy": dy, "dh_n": dh_n}, out, "gru_backward")
 
 
-def rnn_backward(dy, dh_n, saved):
+def rnn_backward(dy, dh_n, saved, *, out=None):
     """Gradients of :func:`rnn_forward` (see :func:`lstm_backward`)."""
-    return _backward(saved, {"dy": dy, "dh_n": dh_n})
+    return _backward(saved, {"dy": dy, "dh_n": dh_n}, out, "rnn_backward")

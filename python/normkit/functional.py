@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _core
 from . import _row_norm_ops as decl
-from ._arrays import (NumpyLib, detach, is_torch, lib_for, misaligned_numpy,
+from ._arrays import (BackwardOut, NumpyLib, detach, is_torch, lib_for, misaligned_numpy,
                       refuse_out_with_grad)
 
 _LAYER, _RMS = _core.NormKind.layer, _core.NormKind.rms
@@ -236,14 +236,20 @@ def _stat_nd(x, stat, name) -> int:
 
 
 def _backward(kind, dy, x, mean, rstd, weight, bias, weight_offset, residual_scale, ds,
-              want_dresidual, want_dx_bias, stat_name):
+              want_dresidual, want_dx_bias, stat_name, bo):
     nd = _stat_nd(x, rstd, stat_name)
     lib = lib_for(x)
-    # Parameter gradients are allocated here: `bias` / `x_bias` may be mere flags (True).
+    # Parameter gradients are allocated here (unless out= gives them): `bias` / `x_bias` may
+    # be mere flags (True).
     pshape = tuple(x.shape)[x.ndim - nd :]
-    dweight = _empty_param(lib, weight, x, pshape) if weight is not None else None
-    dbias = _empty_param(lib, bias, x, pshape) if bias is not None else None
-    dxb = _empty_param(lib, want_dx_bias, x, pshape) if want_dx_bias is not None else None
+
+    def param(name, like):
+        w = bo.want(name, None if like is None else True)
+        return _empty_param(lib, like, x, pshape) if w is True else w
+
+    dweight = param("dweight", weight)
+    dbias = param("dbias", bias)
+    dxb = param("dx_bias", want_dx_bias) if "dx_bias" in bo.names else None
     x = detach(x)
     got = _BACKWARD[kind, want_dresidual].run_named(
         lib,
@@ -251,10 +257,10 @@ def _backward(kind, dy, x, mean, rstd, weight, bias, weight_offset, residual_sca
              rrms=detach(rstd), weight=detach(weight), bias=None, x_bias=None,
              weight_offset=weight_offset, residual_scale=residual_scale, normalized_ndim=nd,
              need_dresidual=True, need_dweight=True, need_dbias=True, need_dx_bias=True),
-        dict(dx=True, dresidual=True if want_dresidual else None, dweight=dweight, dbias=dbias,
-             dx_bias=dxb), lib.stream)
-    f = lib.finish
-    return (f(got["dx"]), f(got.get("dresidual")), f(dweight), f(dbias), f(dxb))
+        dict(dx=bo.want("dx"),
+             dresidual=bo.want("dresidual") if want_dresidual else None,
+             dweight=dweight, dbias=dbias, dx_bias=dxb), lib.stream)
+    return tuple(bo.finish(lib, n, got.get(n)) for n in bo.names)
 
 
 def _empty_param(lib, like, x, shape):
@@ -270,15 +276,21 @@ def _empty_param(lib, like, x, shape):
     return lib.empty_like_x(like)
 
 
-def layer_norm_backward(dy, x, mean, rstd, weight=None, bias=None):
+_ROW_GRADS = ("dx", "dweight", "dbias")
+_ADD_GRADS = ("dx", "dresidual", "dweight", "dbias", "dx_bias")
+
+
+def layer_norm_backward(dy, x, mean, rstd, weight=None, bias=None, *, out=None):
     """Gradients of :func:`layer_norm_forward`: returns ``(dx, dweight, dbias)``, ``None``
-    for an absent parameter. ``bias`` only says whether ``dbias`` is wanted."""
-    fast = _numpy_backward(_LAYER, dy, x, mean, rstd, weight, bias, 0.0)
-    if fast is not None:
-        return fast
-    dx, _, dw, db, _ = _backward(_LAYER, dy, x, mean, rstd, weight, bias, 0.0, 1.0, None, False,
-                                 None, "mean")
-    return dx, dw, db
+    for an absent parameter. ``bias`` only says whether ``dbias`` is wanted. ``out=``: a
+    tuple of three buffers (or ``None`` entries) to write the gradients into."""
+    if out is None:
+        fast = _numpy_backward(_LAYER, dy, x, mean, rstd, weight, bias, 0.0)
+        if fast is not None:
+            return fast
+    bo = BackwardOut("layer_norm_backward", out, _ROW_GRADS, (dy, x, weight))
+    return _backward(_LAYER, dy, x, mean, rstd, weight, bias, 0.0, 1.0, None, False, None,
+                     "mean", bo)
 
 
 # ---------------------------------------------------------------------------------------
@@ -322,14 +334,16 @@ def rms_norm_forward(x, weight=None, eps=1e-6, weight_offset=0.0, *, bias=None,
     return y, rrms
 
 
-def rms_norm_backward(dy, x, rrms, weight=None, bias=None, weight_offset=0.0):
-    """Gradients of :func:`rms_norm_forward`: returns ``(dx, dweight, dbias)``."""
-    fast = _numpy_backward(_RMS, dy, x, None, rrms, weight, bias, weight_offset)
-    if fast is not None:
-        return fast
-    dx, _, dw, db, _ = _backward(_RMS, dy, x, None, rrms, weight, bias, weight_offset, 1.0, None,
-                                 False, None, "rrms")
-    return dx, dw, db
+def rms_norm_backward(dy, x, rrms, weight=None, bias=None, weight_offset=0.0, *, out=None):
+    """Gradients of :func:`rms_norm_forward`: returns ``(dx, dweight, dbias)``; ``out=`` as
+    :func:`layer_norm_backward`'s."""
+    if out is None:
+        fast = _numpy_backward(_RMS, dy, x, None, rrms, weight, bias, weight_offset)
+        if fast is not None:
+            return fast
+    bo = BackwardOut("rms_norm_backward", out, _ROW_GRADS, (dy, x, weight))
+    return _backward(_RMS, dy, x, None, rrms, weight, bias, weight_offset, 1.0, None, False,
+                     None, "rrms", bo)
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,17 +406,20 @@ def add_rms_norm_forward(x, residual, weight=None, eps=1e-6, weight_offset=0.0,
 
 
 def add_layer_norm_backward(dy, s, mean, rstd, weight=None, bias=None, residual_scale=1.0, *,
-                            ds=None, x_bias=None):
+                            ds=None, x_bias=None, out=None):
     """Gradients of :func:`add_layer_norm_forward`: ``(dx, dresidual, dweight, dbias,
     dx_bias)``. ``ds`` is a gradient arriving on ``s`` (pre-norm); ``dx`` is the total
     gradient of ``s``, ``dresidual = residual_scale·dx``, ``dx_bias = Σ_rows dx`` (only
-    when ``x_bias`` is given)."""
+    when ``x_bias`` is given). ``out=``: a tuple of five buffers (or ``None`` entries)."""
+    bo = BackwardOut("add_layer_norm_backward", out, _ADD_GRADS, (dy, s, weight, ds))
     return _backward(_LAYER, dy, s, mean, rstd, weight, bias, 0.0, residual_scale, ds, True,
-                     x_bias, "mean")
+                     x_bias, "mean", bo)
 
 
 def add_rms_norm_backward(dy, s, rrms, weight=None, bias=None, weight_offset=0.0,
-                          residual_scale=1.0, *, ds=None, x_bias=None):
-    """Gradients of :func:`add_rms_norm_forward`: ``(dx, dresidual, dweight, dbias, dx_bias)``."""
+                          residual_scale=1.0, *, ds=None, x_bias=None, out=None):
+    """Gradients of :func:`add_rms_norm_forward`: ``(dx, dresidual, dweight, dbias, dx_bias)``;
+    ``out=`` as :func:`add_layer_norm_backward`'s."""
+    bo = BackwardOut("add_rms_norm_backward", out, _ADD_GRADS, (dy, s, weight, ds))
     return _backward(_RMS, dy, s, None, rrms, weight, bias, weight_offset, residual_scale, ds,
-                     True, x_bias, "rrms")
+                     True, x_bias, "rrms", bo)
