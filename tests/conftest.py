@@ -10,7 +10,10 @@
   ``NORMKIT_CUDA_EMULATION``) the CUDA cases run too, on NumPy arrays presented as CUDA
   device memory through DLPack (tests/emucuda.py); tests that need torch CUDA tensors
   themselves (the torch modules, torch.compile) still skip there. CUDA runs are not repeated
-  per CPU ISA.
+  per CPU ISA. An ISA that differs from the one below it only in its 16-bit conversions
+  (``avx512bf16``: AVX-512 plus AVX512_BF16's float→bf16 instruction; the same kernel
+  sources) runs the tests with a 16-bit dtype among their parameters, not every test again:
+  cpp/tests/test_vec_math.cpp checks its conversions bit for bit on every pattern class.
 - `lib`: the reference.Lib that builds arrays for `device`.
 """
 
@@ -78,6 +81,10 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("cpu_isa", isas, indirect=True, scope="function")
 
 
+_CONVERSION_ONLY_ISAS = {"avx512bf16"}
+_SIXTEEN_BIT = ("bfloat16", "bf16", "float16", "fp16", "half")
+
+
 def pytest_collection_modifyitems(config, items):
     # A CUDA run does not depend on the CPU ISA: keep one copy — the first ISA's, or the
     # only one an any_isa test was generated with.
@@ -97,6 +104,13 @@ def pytest_collection_modifyitems(config, items):
             and cs.params.get("device") == "cuda"
             and "cpu_isa" in cs.params
             and cs.params["cpu_isa"] != first
+        ):
+            drop.append(item)
+        elif (
+            cs is not None
+            and cs.params.get("cpu_isa") in _CONVERSION_ONLY_ISAS
+            and not item.get_closest_marker("any_isa")
+            and not any(t in item.name for t in _SIXTEEN_BIT)
         ):
             drop.append(item)
         else:
