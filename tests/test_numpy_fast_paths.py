@@ -100,3 +100,56 @@ def test_bad_arguments_still_name_the_problem():
         nk.layer_norm_backward(np.ones((4, 9), np.float32), x, mean, rstd)
     with pytest.raises(ValueError, match="rstd"):
         nk.layer_norm_backward(x, x, mean, np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("pdtype", ["same", "float32"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_torch_training_paths_match_the_general_plan(kind, dtype, pdtype):
+    """Plain torch tensors take the ops' generated eager code (functional._plain_torch):
+    the same bits as the general plan, bias as a flag and tensors that need grad through the
+    general path, and the results record no graph."""
+    torch = pytest.importorskip("torch")
+    if dtype == "float64" and pdtype == "float32":
+        pytest.skip("float64 data takes float64 parameters (an error on both paths)")
+    g = torch.Generator().manual_seed(5)
+    dt = getattr(torch, dtype)
+    pdt = dt if pdtype == "same" else torch.float32
+    x = torch.randn(3, 5, 24, generator=g).to(dt)
+    dy = torch.randn(3, 5, 24, generator=g).to(dt)
+    w = (1 + 0.1 * torch.randn(5, 24, generator=g)).to(pdt)
+    b = (0.1 * torch.randn(5, 24, generator=g)).to(pdt)
+    k = F._LAYER if kind == "layer" else F._RMS
+    eps = 1e-5 if kind == "layer" else 1e-6
+
+    def bits(t):
+        return None if t is None else t.contiguous().view(torch.uint8).numpy().tobytes()
+
+    for weight, bias in ((w, b), (w, None), (None, None)):
+        if kind == "layer":
+            y, mean, rstd = nk.layer_norm_forward(x, weight, bias)
+        else:
+            (y, rstd), mean = nk.rms_norm_forward(x, weight, bias=bias), None
+        gy, _, gmean, grstd = F._forward(k, x, None, weight, bias, None, eps, 0.0, 1.0, None,
+                                          None, None, True, False)
+        assert (y.dtype, rstd.dtype) == (gy.dtype, grstd.dtype)
+        assert bits(y) == bits(gy) and bits(rstd) == bits(grstd) and bits(mean) == bits(gmean)
+        for flag in (bias, True if bias is not None else None):
+            if kind == "layer":
+                got = nk.layer_norm_backward(dy, x, mean, rstd, weight, flag)
+            else:
+                got = nk.rms_norm_backward(dy, x, rstd, weight, flag)
+            bo = BackwardOut("test", None, F._ROW_GRADS)
+            ref = F._backward(k, dy, x, mean, rstd, weight, flag, 0.0, 1.0, None, False, None,
+                              "mean" if kind == "layer" else "rrms", bo)
+            assert len(got) == 3
+            for a, r in zip(got, ref):
+                assert (a is None) == (r is None)
+                if a is not None:
+                    assert a.dtype == r.dtype and a.shape == r.shape and bits(a) == bits(r)
+                    assert a.grad_fn is None and not a.requires_grad
+    # Inputs that need grad: detached by the general path, no graph recorded.
+    xg = x.clone().requires_grad_(True)
+    y, mean, rstd = nk.layer_norm_forward(xg, w, b) if kind == "layer" else (
+        *nk.rms_norm_forward(xg, w, bias=b)[:1], None, nk.rms_norm_forward(xg, w, bias=b)[1])
+    assert y.grad_fn is None and not y.requires_grad

@@ -22,14 +22,14 @@ struct Dispatch {
   const int64_t F = p.F, PF = p.P * p.F, R = p.B * p.P;
   const bool empty = p.B == 0 || p.P == 0;
   std::vector<C> gamma = std::vector<C>(size_t(F));
-  std::vector<char> bbuf;
+  ParamBuf bbuf;
   std::vector<C> hb, ab, bdb, cb, kb, kb0;
   std::vector<double> colstat, rowstat, blo;
   BlnPrep prep;
   std::unique_ptr<char[]> scratch;
 
   explicit Dispatch(const BlnProblem& prob) : p(prob) {
-    std::vector<char> wbuf;
+    ParamBuf wbuf;
     const C* w = static_cast<const C*>(as_compute(p.weight.p, p.weight.dtype, p.x_dtype, F, 0.0, wbuf));
     const C rs = C(1.0 / std::sqrt(double(F)));
     for (int64_t f = 0; f < F; ++f) gamma[size_t(f)] = (w ? w[f] : C(1)) * rs;
@@ -70,7 +70,7 @@ struct Dispatch {
   }
 
   void forward() {
-    std::vector<char> biasbuf;
+    ParamBuf biasbuf;
     prep.bias = as_compute(p.bias.p, p.bias.dtype, p.x_dtype, F, 0.0, biasbuf);
     columns_arrays(3);
     const double B = double(p.B);

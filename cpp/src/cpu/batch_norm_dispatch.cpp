@@ -29,7 +29,7 @@ struct Dispatch {
   const bool empty = p.rows == 0 || p.width == 0;
   std::vector<C> hi = std::vector<C>(nC), a = hi, b = hi, c = hi;
   std::vector<double> r0 = std::vector<double>(nC), r1 = r0, r2 = r0;
-  std::vector<char> wbuf, bbuf;
+  ParamBuf wbuf, bbuf;
   std::unique_ptr<char[]> scratch;
   BnPrep prep;
 
@@ -38,7 +38,7 @@ struct Dispatch {
     prep.r0 = r0.data(), prep.r1 = r1.data(), prep.r2 = r2.data();
   }
 
-  const C* param(const Chan& t, std::vector<char>& buf) {
+  const C* param(const Chan& t, ParamBuf& buf) {
     return static_cast<const C*>(as_compute(t.p, t.dtype, p.x_dtype, Cn, 0.0, buf));
   }
 

@@ -149,19 +149,78 @@ void convert_to(const void* p, DType dt, C* out, int64_t H, C offset) {
 
 }  // namespace
 
+namespace {
+// The per-thread pool behind ParamBuf: a few blocks that calls on this thread reuse.
+struct ParamPool {
+  struct Block {
+    void* p;
+    size_t cap;
+  };
+  static constexpr int kMax = 8;
+  Block blocks[kMax] = {};
+  int n = 0;
+  ~ParamPool() {
+    for (int i = 0; i < n; ++i) std::free(blocks[i].p);
+  }
+};
+thread_local ParamPool param_pool;
+}  // namespace
+
+void* ParamBuf::get(size_t bytes) {
+  if (bytes <= cap_) return p_;
+  ParamPool& pool = param_pool;
+  for (int i = 0; i < pool.n; ++i) {
+    if (pool.blocks[i].cap >= bytes) {
+      std::swap(p_, pool.blocks[i].p);
+      std::swap(cap_, pool.blocks[i].cap);
+      if (pool.blocks[i].p == nullptr) pool.blocks[i] = pool.blocks[--pool.n];  // had none
+      return p_;
+    }
+  }
+  void* q = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (q == nullptr) throw std::bad_alloc();
+  std::free(p_);
+  p_ = q;
+  cap_ = (bytes + 63) / 64 * 64;
+  return p_;
+}
+
+ParamBuf::~ParamBuf() {
+  if (p_ == nullptr) return;
+  ParamPool& pool = param_pool;
+  if (pool.n < ParamPool::kMax) {
+    pool.blocks[pool.n++] = {p_, cap_};
+  } else {
+    std::free(p_);
+  }
+}
+
 // Returns p itself when it already is a compute-type array with nothing to add; otherwise
-// converts (and adds `offset`) into `buf`.
+// converts (and adds `offset`) into `buf`: 16-bit parameters with the ISA's conversions
+// (the same bits as dtype.hpp's, tests/test_vec_math.cpp), then the offset.
 const void* as_compute(const void* p, DType dt, DType x_dtype, int64_t H, double offset,
-                       std::vector<char>& buf) {
+                       ParamBuf& buf) {
   if (p == nullptr) return nullptr;
   const DType cd = compute_dtype(x_dtype);
   if (dt == cd && offset == 0.0) return p;
-  buf.resize(size_t(H) * size_t(dtype_size(cd)));
-  if (cd == DType::Float64)
-    convert_to<double>(p, dt, reinterpret_cast<double*>(buf.data()), H, offset);
-  else
-    convert_to<float>(p, dt, reinterpret_cast<float*>(buf.data()), H, float(offset));
-  return buf.data();
+  void* out = buf.get(size_t(std::max<int64_t>(H, 1)) * size_t(dtype_size(cd)));
+  if (cd == DType::Float32 && (dt == DType::BFloat16 || dt == DType::Float16)) {
+    VecConvEval e;
+    e.op = dt == DType::BFloat16 ? VecConvEval::FromBf16 : VecConvEval::FromHalf;
+    e.in = p;
+    e.out = out;
+    e.n = H;
+    current().vec_conv_eval(e);
+    float* f = static_cast<float*>(out);
+    const float o = float(offset);
+    if (o != 0.0f)
+      for (int64_t j = 0; j < H; ++j) f[j] += o;
+  } else if (cd == DType::Float64) {
+    convert_to<double>(p, dt, static_cast<double*>(out), H, offset);
+  } else {
+    convert_to<float>(p, dt, static_cast<float*>(out), H, float(offset));
+  }
+  return out;
 }
 
 void zero_fill(void* p, DType dt, int64_t n) {

@@ -37,7 +37,7 @@ int64_t partial_count(const detail::DytBackwardProblem& p, const Blocks& b) {
 namespace normkit::detail {
 
 void cpu_dyt_forward(const DytProblem& p) {
-  std::vector<char> wbuf, bbuf;
+  cpu::ParamBuf wbuf, bbuf;
   cpu::DytPrep prep;
   prep.alpha = cpu::alpha_value(p, p.alpha, p.alpha_dtype);
   prep.weight = cpu::as_compute(p.weight, p.weight_dtype, p.x_dtype, p.C, 0.0, wbuf);
@@ -61,7 +61,7 @@ void cpu_dyt_backward(const DytBackwardProblem& p) {
     cpu::zero_fill(p.dalpha, p.alpha_dtype, 1);
     return;
   }
-  std::vector<char> wbuf;
+  cpu::ParamBuf wbuf;
   cpu::DytPrep prep;
   prep.alpha = cpu::alpha_value(p, p.alpha, p.alpha_dtype);
   prep.weight = cpu::as_compute(p.weight, p.weight_dtype, p.x_dtype, p.C, 0.0, wbuf);

@@ -22,7 +22,7 @@ void run(const GnProblem& p) {
   const bool empty = p.rows == 0 || p.width == 0;
   const double M = double(p.group_count());
   GnPrep prep;
-  std::vector<char> wbuf, bbuf;
+  ParamBuf wbuf, bbuf;
   prep.weight = as_compute(p.weight.p, p.weight.dtype, p.x_dtype, p.C, 0.0, wbuf);
   if (!p.backward) prep.bias = as_compute(p.bias.p, p.bias.dtype, p.x_dtype, p.C, 0.0, bbuf);
   std::vector<double> stats(size_t(2 * NG), 0.0), part, lo;

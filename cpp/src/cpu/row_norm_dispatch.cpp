@@ -35,7 +35,7 @@ void cpu_row_norm_forward(const RowNormProblem& p) {
     }
     return;
   }
-  std::vector<char> wbuf, bbuf, xbbuf;
+  cpu::ParamBuf wbuf, bbuf, xbbuf;
   cpu::ForwardPrep prep;
   prep.weight = cpu::as_compute(p.weight, p.weight_dtype, p.x_dtype, p.H, p.weight_offset, wbuf);
   prep.bias = cpu::as_compute(p.bias, p.bias_dtype, p.x_dtype, p.H, 0.0, bbuf);
@@ -62,7 +62,7 @@ void cpu_row_norm_backward(const RowNormBackwardProblem& p) {
     cpu::zero_fill(p.dx_bias, p.dx_bias_dtype, p.H);
     return;
   }
-  std::vector<char> wbuf;
+  cpu::ParamBuf wbuf;
   cpu::BackwardPrep prep;
   prep.weight = cpu::as_compute(p.weight, p.weight_dtype, p.x_dtype, p.H, p.weight_offset, wbuf);
   const cpu::Blocks b = cpu::block_layout(p.rows, p.H);
