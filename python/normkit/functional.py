@@ -83,15 +83,6 @@ def _torch_ops():
     return _torch_ops_module
 
 
-def _fast_nd(x, weight, normalized_shape, tensor):
-    """normalized_ndim for a plain torch call that can skip the general checks, or 0."""
-    if normalized_shape is not None:
-        return 0
-    if weight is None:
-        return 1
-    return weight.dim() if type(weight) is tensor else 0
-
-
 def _plain_torch(x, *others):
     """normkit.torch._ops when ``x`` and ``others`` (None allowed) are plain torch tensors
     that record no graph, else None: the training forwards and backwards of such tensors go
@@ -174,8 +165,8 @@ def layer_norm(x, weight=None, bias=None, eps=1e-5, *, normalized_shape=None, ou
         except ValueError:
             pass  # e.g. a strided weight: the general path copies it, or names the problem
     tensor, ops = _FAST
-    if out is None and type(x) is tensor:
-        nd = _fast_nd(x, weight, normalized_shape, tensor)
+    if out is None and type(x) is tensor and normalized_shape is None:
+        nd = 1 if weight is None else weight.dim() if type(weight) is tensor else 0
         if nd:
             return ops.LAYER_NORM(x, weight, bias, eps, nd)[0]
     if out is None and is_torch(x):
@@ -340,8 +331,8 @@ def rms_norm(x, weight=None, eps=1e-6, weight_offset=0.0, *, bias=None, normaliz
         except ValueError:
             pass  # the general path copies strided parameters, or names the problem
     tensor, ops = _FAST
-    if out is None and type(x) is tensor:
-        nd = _fast_nd(x, weight, normalized_shape, tensor)
+    if out is None and type(x) is tensor and normalized_shape is None:
+        nd = 1 if weight is None else weight.dim() if type(weight) is tensor else 0
         if nd:
             return ops.RMS_NORM(x, weight, bias, eps, weight_offset, nd)[0]
     if out is None and is_torch(x):
