@@ -4,11 +4,15 @@ For each op, dtype, shape and pass (forward into ``out=``; backward into ``out=`
 it measures, in the same run and with the same threads:
 
 - ``op``: the call at the full shape (warm buffers, median);
-- ``roof``: the best same-run copy of the op's bytes (``normkit.bench.roof``: plain and
-  non-temporal stores, NumPy's and torch's copies);
-- ``arith``: the same call on a few rows that stay in L2, scaled to the full shape — what
-  the kernel's instructions cost when memory is not waiting (plain stores there: streaming
-  ones start only above 16 MiB);
+- ``roof``: a copy of exactly the op's bytes (half read, half written) on normkit's threads,
+  with plain and with non-temporal stores (``_core._bench_copy``, the faster one counts),
+  timed in rounds *interleaved* with the op: the fraction is the median over rounds of
+  roof time / op time, so that bandwidth that drifts during a run (a shared host: 55-160
+  GB/s on the test machine within minutes) shifts both alike;
+- ``arith``: the same call on rows that stay in L2 (two row counts, each big enough for the
+  whole team of threads; the slope between them, scaled to the full shape, leaves out the
+  call's fixed costs) — what the kernel's instructions cost when memory is not waiting
+  (plain stores there: streaming ones start only above 16 MiB);
 
 and names the limit: ``memory`` (the op is within 15% of the roof), ``arithmetic`` (the
 in-cache time alone is at least 85% of the op's: cut instructions), or ``overlap`` (both are
@@ -41,13 +45,33 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .roof import Roof
 from .timing import QUICK, Budget, time_cpu
 
 OPS = ("layer_norm", "rms_norm")
 PASSES = ("fwd", "bwd")
 SHAPES = ((4096, 4096), (16384, 768), (8192, 1024))
-L2_BYTES = 256 * 1024  # per thread, for the in-cache (arithmetic) time
+# A kernel uses all its threads from this many elements per thread on (Note [Threads for
+# small work], cpu/dispatch.cpp): the in-cache cases are at least that big.
+TEAM_ELEMENTS = 1 << 15
+
+
+def l2_bytes() -> int:
+    """cpu0's L2 size from sysfs (512 KiB where it cannot be read)."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for i in range(8):
+        try:
+            with open(f"{base}/index{i}/level") as f:
+                level = f.read().strip()
+            with open(f"{base}/index{i}/size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and size.endswith("K"):
+            return int(size[:-1]) * 1024
+    return 512 * 1024
+
+
+L2_BYTES = l2_bytes()  # per core, for the in-cache (arithmetic) time
 
 
 def _dtype(name: str):
@@ -92,10 +116,18 @@ class Case:
         return lambda: nk.rms_norm_backward(self.dy, x, self.rstd, w, b, out=self.grads)
 
 
-def in_cache_rows(cols: int, itemsize: int, arrays: int, threads: int) -> int:
-    """Rows whose arrays fit in L2 on each thread (at least one per thread)."""
-    per_row = cols * itemsize * arrays
-    return max(threads, (L2_BYTES * threads) // max(per_row, 1))
+def in_cache_rows(cols: int, itemsize: int, arrays: int, threads: int):
+    """Two row counts (r1 < r2, or r1 == r2 when only one fits) whose arrays stay in cache
+    (three quarters of L2 per thread) and that still give every thread its share of the work:
+    the slope between their times is the arithmetic cost per row, without a call's fixed
+    costs (parameter-gradient reduction, the fork). Where L2 cannot hold a full team's work,
+    r2 is that work's size (then L3 serves it)."""
+    per_row = max(cols * itemsize * arrays, 1)
+    fit = (L2_BYTES * 3 // 4 * threads) // per_row
+    team = -(-threads * TEAM_ELEMENTS // max(cols, 1))  # rows for a full team
+    r2 = max(fit, team, threads)
+    r1 = max(team, threads, r2 // 2)
+    return min(r1, r2), r2
 
 
 def verdict(t_op: float, t_roof: float, t_arith: float) -> str:
@@ -106,21 +138,48 @@ def verdict(t_op: float, t_roof: float, t_arith: float) -> str:
     return "overlap"
 
 
-def measure(nk, op, dtype, shape, pass_, threads, budget, roof) -> dict:
+def _median(v):
+    return float(np.median(np.asarray(v)))
+
+
+def measure(nk, op, dtype, shape, pass_, threads, budget, rounds) -> dict:
     rows, cols = shape
     case = Case(nk, op, dtype, rows, cols, pass_)
-    t_op = time_cpu(case.fn(), budget).median_s
+    fn = case.fn()
+    n = max(case.nbytes // 8, 1)  # float32 elements of each copy buffer: nbytes/2 bytes
+    src = np.ones(n, np.float32)
+    dst = np.empty(n, np.float32)
+    dst.fill(0.0)
+    copy = nk._core._bench_copy
+    ops, roofs, fractions, methods = [], [], [], []
+    for _ in range(rounds):
+        t_op = time_cpu(fn, budget).median_s
+        plain = time_cpu(lambda: copy(src, dst, False), budget).median_s
+        nt = time_cpu(lambda: copy(src, dst, True), budget).median_s
+        t_roof = min(plain, nt)
+        ops.append(t_op)
+        roofs.append(t_roof)
+        fractions.append(t_roof / t_op)
+        methods.append("nk.copy_nt" if nt < plain else "nk.copy")
+    t_op, t_roof = _median(ops), _median(roofs)
     arrays = 2 if pass_ == "fwd" else 3
-    small_rows = min(rows, in_cache_rows(cols, case.x.itemsize, arrays, threads))
-    small = Case(nk, op, dtype, small_rows, cols, pass_)
-    t_small = time_cpu(small.fn(), budget).median_s
-    t_arith = t_small * rows / small_rows
-    point = roof.for_bytes(case.nbytes)
-    t_roof = case.nbytes / (point.best * 1e9)
+    r1, r2 = (min(rows, r) for r in in_cache_rows(cols, case.x.itemsize, arrays, threads))
+    t2 = time_cpu(Case(nk, op, dtype, r2, cols, pass_).fn(), budget).median_s
+    if r1 < r2:
+        t1 = time_cpu(Case(nk, op, dtype, r1, cols, pass_).fn(), budget).median_s
+        per_row = (t2 - t1) / (r2 - r1)
+        if per_row <= 0:  # noise larger than the difference: the plain scaling
+            per_row = t2 / r2
+    else:
+        per_row = t2 / r2
+    t_arith = per_row * rows
+    small_rows = [r1, r2]
+    of_roof = _median(fractions)
     return {"op": op, "dtype": dtype, "shape": [rows, cols], "pass": pass_,
-            "bytes": case.nbytes, "op_s": t_op, "roof_s": t_roof, "roof_method": point.best_method,
-            "arith_s": t_arith, "arith_rows": small_rows, "of_roof": t_roof / t_op,
-            "limit": verdict(t_op, t_roof, t_arith)}
+            "bytes": case.nbytes, "op_s": t_op, "roof_s": t_roof,
+            "roof_method": max(set(methods), key=methods.count), "fractions": fractions,
+            "arith_s": t_arith, "arith_rows": small_rows, "of_roof": of_roof,
+            "limit": verdict(t_roof / of_roof, t_roof, t_arith)}
 
 
 # --- per-pass timings by sampling (perf) -------------------------------------------------
@@ -276,10 +335,11 @@ def _run(args, nk, torch) -> int:
     nk.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(args.threads)
-    budget = QUICK if args.quick else Budget(min_reps=15, min_time_s=0.3)
-    roof = Roof(nk, torch, "cpu", budget)
+    budget = QUICK if args.quick else Budget(min_reps=9, min_time_s=0.1)
+    rounds = 3 if args.quick else 7
     print(f"normkit {nk.__version__}, ISA {nk.cpu_isa()}, {args.threads} threads; medians. "
-          "op: the call (out=); roof: the best same-run copy of its bytes; arith: in-L2 time "
+          "op: the call (out=); roof: a copy of its bytes, interleaved with it (of roof: the "
+          "median over rounds); arith: in-L2 time "
           "scaled to the shape; limit: memory / arithmetic / overlap (see --help)\n")
     print("| op | dtype | shape | pass | MB | op ms | roof ms | of roof | arith ms | limit |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---|")
@@ -288,7 +348,7 @@ def _run(args, nk, torch) -> int:
         for dtype in args.dtypes.split(","):
             for shape in map(_shape, args.shapes.split(",")):
                 for pass_ in args.passes.split(","):
-                    r = measure(nk, op, dtype, shape, pass_, args.threads, budget, roof)
+                    r = measure(nk, op, dtype, shape, pass_, args.threads, budget, rounds)
                     print(f"| {op} | {dtype} | {shape[0]}x{shape[1]} | {pass_} | "
                           f"{r['bytes'] / 1e6:.0f} | {r['op_s'] * 1e3:.3f} | "
                           f"{r['roof_s'] * 1e3:.3f} | {r['of_roof']:.0%} | "
