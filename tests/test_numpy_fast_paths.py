@@ -153,3 +153,37 @@ def test_torch_training_paths_match_the_general_plan(kind, dtype, pdtype):
     y, mean, rstd = nk.layer_norm_forward(xg, w, b) if kind == "layer" else (
         *nk.rms_norm_forward(xg, w, bias=b)[:1], None, nk.rms_norm_forward(xg, w, bias=b)[1])
     assert y.grad_fn is None and not y.requires_grad
+
+
+@pytest.mark.parametrize("dtype", _dtypes(), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_fused_add_fast_path_matches_the_general_plan(dtype, kind):
+    """add_layer_norm / add_rms_norm on contiguous NumPy arrays skip the general plan: the
+    same bits (y and s), with x_bias and a residual scale, with and without parameters, and a
+    strided residual or a wrong-shaped one still handled / named."""
+    rng = np.random.default_rng(8)
+    pdtype = np.float32 if np.dtype(dtype).itemsize == 2 else dtype
+    x, w, b, r = _case(rng, dtype, (5, 40), 1, pdtype)
+    xb = (0.1 * rng.standard_normal(40)).astype(pdtype)
+    k = F._LAYER if kind == "layer" else F._RMS
+    fn = nk.add_layer_norm if kind == "layer" else nk.add_rms_norm
+    for weight, bias, x_bias, scale in ((w, b, xb, 0.5), (w, None, None, 1.0),
+                                        (None, None, None, 2.0)):
+        if kind == "layer":
+            y, s = fn(x, r, weight, bias, 1e-5, scale, True, x_bias=x_bias)
+            y1 = fn(x, r, weight, bias, 1e-5, scale, x_bias=x_bias)
+        else:
+            y, s = fn(x, r, weight, 1e-6, 0.0, scale, True, bias=bias, x_bias=x_bias)
+            y1 = fn(x, r, weight, 1e-6, 0.0, scale, bias=bias, x_bias=x_bias)
+        gy, gs, _, _ = F._forward(k, x, r, weight, bias, x_bias,
+                                  1e-5 if kind == "layer" else 1e-6, 0.0, scale, None, None,
+                                  None, False, True)
+        _same(y, gy), _same(s, gs), _same(y1, gy)
+    wide = np.repeat(r, 2, axis=1)[:, ::2]  # a strided residual: the general path copies it
+    y2, s2 = fn(x, wide, w, return_residual=True) if kind == "rms" else \
+        fn(x, wide, w, b, return_residual=True)
+    y3, s3 = fn(x, np.ascontiguousarray(wide), w, return_residual=True) if kind == "rms" \
+        else fn(x, np.ascontiguousarray(wide), w, b, return_residual=True)
+    _same(y2, y3), _same(s2, s3)
+    with pytest.raises(ValueError, match="residual"):
+        fn(x, r[:, :39], w)

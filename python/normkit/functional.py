@@ -383,6 +383,19 @@ def rms_norm_backward(dy, x, rrms, weight=None, bias=None, weight_offset=0.0, *,
 
 def _add_norm(kind, x, residual, weight, bias, eps, weight_offset, residual_scale,
               return_residual, x_bias, normalized_shape, out, residual_out):
+    if (type(x) is np.ndarray and type(residual) is np.ndarray and normalized_shape is None
+            and out is None and residual_out is None and x.flags.c_contiguous
+            and (weight is None or type(weight) is np.ndarray)):
+        # The NumPy fast path, as layer_norm's: a [1, 4096] call ~8.6 -> ~3 us.
+        y = np.empty(x.shape, x.dtype)
+        s = np.empty(x.shape, x.dtype) if return_residual else None
+        try:
+            _core.row_norm_forward(kind, 1 if weight is None else weight.ndim, eps,
+                                   weight_offset, residual_scale, x, residual, x_bias, weight,
+                                   bias, y, s, None, None, 0)
+            return (y, s) if return_residual else y
+        except (ValueError, TypeError):
+            pass  # the general path copies strided arrays, or names the problem
     if out is None and residual_out is None and is_torch(x):
         nd = _normalized_ndim(x, weight, normalized_shape)
         ops = _torch_ops()
