@@ -24,16 +24,18 @@ def test_verdict_names_the_limit():
     assert P.verdict(2.0, 1.0, 1.69) == "overlap"
 
 
-def test_in_cache_rows_fit_l2_and_feed_every_thread():
-    r1, r2 = P.in_cache_rows(4096, 4, 2, 2)
-    assert r2 == max(P.L2_BYTES * 3 // 4 * 2 // (4096 * 4 * 2), 16)
-    assert 16 <= r1 <= r2 and r1 * 4096 >= 2 * P.TEAM_ELEMENTS  # the whole team works
-    assert r1 == max(16, r2 // 2)
-    # a row too big for L2: one row count, a full team's work
+def test_in_cache_rows_fit_l2_and_feed_every_thread(monkeypatch):
+    for l2 in (256 * 1024, 512 * 1024, 1 << 20, 2 << 20):  # whatever this machine's L2 is
+        monkeypatch.setattr(P, "L2_BYTES", l2)
+        fit = l2 * 3 // 4 * 2 // (4096 * 4 * 2)
+        r1, r2 = P.in_cache_rows(4096, 4, 2, 2)
+        assert r2 == max(fit, 32)  # 16 rows of 4096 feed two threads (TEAM_ELEMENTS each)
+        assert r1 == max(16, r2 // 2) and r1 * 4096 >= 2 * P.TEAM_ELEMENTS and r1 < r2
+        # narrow rows: enough rows for every thread's share, and two points for the slope
+        r1, r2 = P.in_cache_rows(64, 4, 3, 2)
+        assert r1 * 64 >= 2 * P.TEAM_ELEMENTS and r1 < r2
+    # a row too big for any cache: one row per thread, a single point
     assert P.in_cache_rows(10 ** 7, 4, 3, 2) == (2, 2)
-    # narrow rows: enough rows for every thread's share
-    r1, r2 = P.in_cache_rows(64, 4, 3, 2)
-    assert r1 * 64 >= 2 * P.TEAM_ELEMENTS and r1 < r2
 
 
 def test_case_bytes_and_calls():

@@ -120,12 +120,12 @@ def in_cache_rows(cols: int, itemsize: int, arrays: int, threads: int):
     """Two row counts (r1 < r2, or r1 == r2 when only one fits) whose arrays stay in cache
     (three quarters of L2 per thread) and that still give every thread its share of the work:
     the slope between their times is the arithmetic cost per row, without a call's fixed
-    costs (parameter-gradient reduction, the fork). Where L2 cannot hold a full team's work,
-    r2 is that work's size (then L3 serves it)."""
+    costs (parameter-gradient reduction, the fork). Where L2 cannot hold two full teams'
+    work, r2 is that size (then L3 serves it)."""
     per_row = max(cols * itemsize * arrays, 1)
     fit = (L2_BYTES * 3 // 4 * threads) // per_row
     team = -(-threads * TEAM_ELEMENTS // max(cols, 1))  # rows for a full team
-    r2 = max(fit, team, threads)
+    r2 = max(fit, 2 * team, threads)
     r1 = max(team, threads, r2 // 2)
     return min(r1, r2), r2
 
