@@ -40,6 +40,20 @@ def _same(a, b):
     assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
 
 
+def _backward_pair(kind, dy, x, mean, rstd, weight, flag):
+    """(the public backward's gradients, the general plan's) for one parameter/bias case."""
+    if kind == "layer":
+        got = nk.layer_norm_backward(dy, x, mean, rstd, weight, flag)
+    else:
+        got = nk.rms_norm_backward(dy, x, rstd, weight, flag)
+    k = F._LAYER if kind == "layer" else F._RMS
+    ref = F._backward(k, dy, x, mean, rstd, weight, flag, 0.0, 1.0, None, False, None,
+                      "mean" if kind == "layer" else "rrms",
+                      BackwardOut("test", None, F._ROW_GRADS))
+    assert len(got) == len(ref) == 3
+    return got, ref
+
+
 @pytest.mark.parametrize("dtype", _dtypes(), ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("shape,pdims", [((7, 33), 1), ((3, 5, 24), 2), ((1, 4096), 1)])
 @pytest.mark.parametrize("kind", ["layer", "rms"])
@@ -60,14 +74,7 @@ def test_fast_paths_match_the_general_plan(dtype, shape, pdims, kind):
         if kind == "layer":
             _same(mean, gmean)
         for flag in (bias, True if bias is not None else None):
-            if kind == "layer":
-                got = nk.layer_norm_backward(dy, x, mean, rstd, weight, flag)
-            else:
-                got = nk.rms_norm_backward(dy, x, rstd, weight, flag)
-            bo = BackwardOut("test", None, F._ROW_GRADS)
-            ref = F._backward(k, dy, x, mean, rstd, weight, flag, 0.0, 1.0, None, False, None,
-                              "mean" if kind == "layer" else "rrms", bo)
-            assert len(got) == len(ref) == 3
+            got, ref = _backward_pair(kind, dy, x, mean, rstd, weight, flag)
             for g, r in zip(got, ref):
                 _same(g, r)
 
@@ -135,14 +142,7 @@ def test_torch_training_paths_match_the_general_plan(kind, dtype, pdtype):
         assert (y.dtype, rstd.dtype) == (gy.dtype, grstd.dtype)
         assert bits(y) == bits(gy) and bits(rstd) == bits(grstd) and bits(mean) == bits(gmean)
         for flag in (bias, True if bias is not None else None):
-            if kind == "layer":
-                got = nk.layer_norm_backward(dy, x, mean, rstd, weight, flag)
-            else:
-                got = nk.rms_norm_backward(dy, x, rstd, weight, flag)
-            bo = BackwardOut("test", None, F._ROW_GRADS)
-            ref = F._backward(k, dy, x, mean, rstd, weight, flag, 0.0, 1.0, None, False, None,
-                              "mean" if kind == "layer" else "rrms", bo)
-            assert len(got) == 3
+            got, ref = _backward_pair(kind, dy, x, mean, rstd, weight, flag)
             for a, r in zip(got, ref):
                 assert (a is None) == (r is None)
                 if a is not None:
