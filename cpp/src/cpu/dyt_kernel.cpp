@@ -41,11 +41,11 @@ void forward_impl(const DytProblem& p, const DytPrep& prep) {
       if (p.per_row) {  // one channel per row: γ, β are broadcast
         const int64_t c = r % p.C;
         const V vw = V::set1(kW ? w[c] : C(1)), vb = V::set1(kB ? b[c] : C(0));
-        for_each_vector<T, C>(W, yr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        for_each_vector<T, C>(W, yr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
           st<T, V>(detail::dyt_forward<kB>(ld<T, V>(xr + j, n), va, vw, vb), yr + j, n, stream);
         });
       } else {  // channel = column
-        for_each_vector<T, C>(W, yr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        for_each_vector<T, C>(W, yr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
           const V vw = kW ? ld<C, V>(w + j, n) : V::set1(C(1));
           const V vb = kB ? ld<C, V>(b + j, n) : V::zero();
           st<T, V>(detail::dyt_forward<kB>(ld<T, V>(xr + j, n), va, vw, vb), yr + j, n, stream);
@@ -108,7 +108,7 @@ void backward_columns(const DytBackwardProblem& p, const DytPrep& prep) {
         const T* dyr = DY + p.dy_idx.offset(r);
         const T* xr = X + p.x_idx.offset(r);
         T* dxr = DX + p.dx_idx.offset(r);
-        for_each_vector<T, C>(W, dxr, kNT, [&](int64_t j, int64_t n, bool stream) {
+        for_each_vector<T, C>(W, dxr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
           const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
           const V x = ld<T, V>(xr + j, n);
           const auto g = detail::dyt_backward(dy, x, va, kW ? ld<C, V>(w + j, n) : V::set1(C(1)));

@@ -108,7 +108,7 @@ NK_ALWAYS_INLINE void two_lns(const RnnShape& sh, const C* px, const C* ph, C* x
     const int k = sh.per_gate ? g : 0;
     const V vmx = V::set1(mx[k]), vrx = V::set1(rx[k]), vmh = V::set1(mh[k]),
             vrh = V::set1(rh[k]);
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const int64_t o = g * H + j;
       const V xx = (ld<C, V>(px + o, n) - vmx) * vrx;
       const V xh = (ld<C, V>(ph + o, n) - vmh) * vrh;
@@ -150,14 +150,14 @@ void lstm_forward(const RnnStepPrep& s) {
     C rx[4], rh[4];
     C* xhx = train ? R.row(RnnReserve::XhatX, t, r) : nullptr;
     C* xhh = train ? R.row(RnnReserve::XhatH, t, r) : nullptr;
-    two_lns<V>(sh, px, a, xhx, xhh, rx, rh, [&](int64_t o, int64_t n, V xx, V xh) {
+    two_lns<V>(sh, px, a, xhx, xhh, rx, rh, [&](int64_t o, int64_t n, V xx, V xh) NK_INLINE_LAMBDA {
       const V v = (V::fmadd(ld<C, V>(gx + o, n), xx, ld<C, V>(bx + o, n)) +
                    V::fmadd(ld<C, V>(gh + o, n), xh, ld<C, V>(bh + o, n))) +
                   ld<C, V>(bias + o, n);
       st<C, V>(v, a + o, n, false);
     });
     C* gates = train ? R.row(RnnReserve::Gates, t, r) : nullptr;
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const auto g = detail::rnn::lstm_gates(ld<C, V>(a + j, n), ld<C, V>(a + H + j, n),
                                              ld<C, V>(a + 2 * H + j, n),
                                              ld<C, V>(a + 3 * H + j, n), ld<C, V>(cp + j, n));
@@ -176,7 +176,7 @@ void lstm_forward(const RnnStepPrep& s) {
     C* ctil = train ? R.row(RnnReserve::CTil, t, r) : nullptr;
     C* hprev = train ? R.row(RnnReserve::HPrev, t, r) : nullptr;
     C* cprev = train ? R.row(RnnReserve::CPrev, t, r) : nullptr;
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V ct = ld<C, V>(a + j, n);
       const V ch = (ct - vmc) * vrc;
       const V tc = detail::vmath::tanh(V::fmadd(ld<C, V>(gc + j, n), ch, ld<C, V>(bc + j, n)));
@@ -208,7 +208,7 @@ template <typename V, typename C>
 NK_ALWAYS_INLINE void ln_backward_part(const C* dout, const C* gamma, const C* xhat, int64_t o0,
                                        int64_t len, C rstd, C m1, C m2, C* out) {
   const V vr = V::set1(rstd), v1 = V::set1(m1), v2 = V::set1(m2);
-  vec_loop<V>(len, [&](int64_t j, int64_t n) {
+  vec_loop<V>(len, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
     const int64_t o = o0 + j;
     const V gg = ld<C, V>(dout + o, n) * ld<C, V>(gamma + o, n);
     const V xh = ld<C, V>(xhat + o, n);
@@ -222,7 +222,7 @@ template <typename V, typename C>
 NK_ALWAYS_INLINE void ln_sums_part(const C* dout, const C* gamma, const C* xhat, int64_t o0,
                                    int64_t len, C* dgamma, C* dsum, C& m1, C& m2) {
   V s1 = V::zero(), s2 = V::zero();
-  vec_loop<V>(len, [&](int64_t j, int64_t n) {
+  vec_loop<V>(len, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
     const int64_t o = o0 + j;
     const V d = ld<C, V>(dout + o, n);
     const V xh = ld<C, V>(xhat + o, n);
@@ -268,7 +268,7 @@ void lstm_backward(const RnnStepPrep& s) {
     const V vmc = V::set1(stats[8]), vrc = V::set1(stats[9]);
     // 1: through h̃ = o·tanh(LN_c(c̃)).
     V s1 = V::zero(), s2 = V::zero();
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V dh = (dy ? ld<C, V>(dy + j, n) : V::zero()) + ld<C, V>(dhs + j, n);
       const V m = mask_at<V>(mh, j, n, zo_h);
       const V dht = (one - m) * dh;
@@ -287,7 +287,7 @@ void lstm_backward(const RnnStepPrep& s) {
     });
     const V m1 = V::set1(s1.sum() / C(H)), m2 = V::set1(s2.sum() / C(H));
     // 2: c̃'s gradient (through LN_c and the next step's state), the gates'.
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V ch = (ld<C, V>(ctil + j, n) - vmc) * vrc;
       const V dcs_v = ld<C, V>(dcs + j, n);
       const V m = mask_at<V>(mc, j, n, zo_c);
@@ -338,7 +338,7 @@ void gru_forward(const RnnStepPrep& s) {
     C* xhx = train ? R.row(RnnReserve::XhatX, t, r) : nullptr;
     C* xhh = train ? R.row(RnnReserve::XhatH, t, r) : nullptr;
     two_lns<V>(sh, static_cast<const C*>(px), a, xhx, xhh, rx, rh,
-               [&](int64_t o, int64_t n, V xx, V xh) {
+               [&](int64_t o, int64_t n, V xx, V xh) NK_INLINE_LAMBDA {
                  st<C, V>(V::fmadd(ld<C, V>(gx + o, n), xx, ld<C, V>(bx + o, n)) +
                               ld<C, V>(bih + o, n),
                           px + o, n, false);
@@ -349,7 +349,7 @@ void gru_forward(const RnnStepPrep& s) {
     C* rzn = train ? R.row(RnnReserve::Gates, t, r) : nullptr;
     C* ghn = train ? R.row(RnnReserve::GhN, t, r) : nullptr;
     C* hprev = train ? R.row(RnnReserve::HPrev, t, r) : nullptr;
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V h_prev = ld<C, V>(hp + j, n), hn_v = ld<C, V>(a + 2 * H + j, n);
       const auto g = detail::rnn::gru_gates(ld<C, V>(px + j, n), ld<C, V>(a + j, n),
                                             ld<C, V>(px + H + j, n), ld<C, V>(a + H + j, n),
@@ -397,7 +397,7 @@ void gru_backward(const RnnStepPrep& s) {
     const C* xhx = R.row(RnnReserve::XhatX, t, r);
     const C* xhh = R.row(RnnReserve::XhatH, t, r);
     const C* stats = R.row(RnnReserve::Stats, t, r);
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V dh = (dy ? ld<C, V>(dy + j, n) : V::zero()) + ld<C, V>(dhs + j, n);
       const V m = mask_at<V>(mh, j, n, zo_h);
       const V rr = ld<C, V>(rzn + j, n);
@@ -444,7 +444,7 @@ void elman_forward(const RnnStepPrep& s) {
     C* hn = static_cast<C*>(s.h_next) + r * H;
     C* y = static_cast<C*>(s.y.p) + t * s.y.st + r * s.y.sb;
     const C* mh = seq_row<C>(s.mask_h, t, r);
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       st<C, V>((ld<C, V>(px + j, n) + ld<C, V>(a + j, n)) + ld<C, V>(bias + j, n), a + j, n,
                false);
     });
@@ -454,7 +454,7 @@ void elman_forward(const RnnStepPrep& s) {
     C* xh_r = train ? R.row(RnnReserve::XhatX, t, r) : nullptr;
     C* ht_r = train ? R.row(RnnReserve::HTil, t, r) : nullptr;
     C* hprev = train ? R.row(RnnReserve::HPrev, t, r) : nullptr;
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V xh = (ld<C, V>(a + j, n) - vm) * vr;
       const V u = V::fmadd(ld<C, V>(gx + j, n), xh, ld<C, V>(bx + j, n));
       // max(0, u): u when u is NaN (Vec's min/max rule).
@@ -492,7 +492,7 @@ void elman_backward(const RnnStepPrep& s) {
     const C* xh_r = R.row(RnnReserve::XhatX, t, r);
     const C* ht_r = R.row(RnnReserve::HTil, t, r);
     const C rstd = R.row(RnnReserve::Stats, t, r)[0];
-    vec_loop<V>(H, [&](int64_t j, int64_t n) {
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V dh = (dy ? ld<C, V>(dy + j, n) : V::zero()) + ld<C, V>(dhs + j, n);
       const V m = mask_at<V>(mh, j, n, zo_h);
       const V dht = (one - m) * dh;
@@ -504,7 +504,7 @@ void elman_backward(const RnnStepPrep& s) {
     C m1, m2;
     ln_sums_part<V>(dpre, gx, xh_r, 0, H, p_g, p_b, m1, m2);
     ln_backward_part<V>(dpre, gx, xh_r, 0, H, rstd, m1, m2, dpre);
-    vec_loop<V>(H, [&](int64_t j, int64_t n) { add_to<V>(p_db, j, n, ld<C, V>(dpre + j, n)); });
+    vec_loop<V>(H, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA { add_to<V>(p_db, j, n, ld<C, V>(dpre + j, n)); });
   });
 }
 

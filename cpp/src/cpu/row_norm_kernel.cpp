@@ -41,7 +41,7 @@ NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMe
   using V = Vec<C>;
   const V vm = V::set1(mean.hi), vl = V::set1(mean.lo), vr = V::set1(rstd);
   const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
-  for_each_vector<T, C>(H, y, kNT, [&](int64_t j, int64_t n, bool stream) {
+  for_each_vector<T, C>(H, y, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
     prefetch(next_x ? next_x + j : nullptr);
     V t;
     if constexpr (kCentered) {
@@ -68,7 +68,7 @@ template <typename T, typename C>
 void add_row(const T* x, const T* r, const C* NK_RESTRICT xb, C scale, T* s, int64_t H) {
   using V = Vec<C>;
   const V vs = V::set1(scale);
-  for_each_vector<T, C>(H, s, false, [&](int64_t j, int64_t n, bool) {
+  for_each_vector<T, C>(H, s, false, [&](int64_t j, int64_t n, bool) NK_INLINE_LAMBDA {
     V v = ld<T, V>(x + j, n);
     if (xb) v = v + ld<C, V>(xb + j, n);
     st<T, V>(V::fmadd(vs, ld<T, V>(r + j, n), v), s + j, n, false);
@@ -246,7 +246,7 @@ NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, 
   const V vc = V::set1(t.corr), vr = V::set1(rstd);
   const V vmg = V::set1(t.mean_g), vmgx = V::set1(t.mean_gx), vs = V::set1(scale);
   const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
-  for_each_vector<T, C>(H, dx, kNT, [&](int64_t k, int64_t n, bool stream) {
+  for_each_vector<T, C>(H, dx, kNT, [&](int64_t k, int64_t n, bool stream) NK_INLINE_LAMBDA {
     prefetch(next_dy ? next_dy + k : nullptr);  // Note [Prefetch the next row]
     prefetch(next_x ? next_x + k : nullptr);
     const V d = ld<T, V>(dy + k, n);

@@ -20,6 +20,13 @@ struct Vec<float> {
   static Vec zero() { return {_mm256_setzero_ps()}; }
   static Vec set1(float a) { return {_mm256_set1_ps(a)}; }
   static Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  // The first n < 8 float lanes (masked vmaskmovps: the lanes off are neither read nor
+  // written); 16-bit partial vectors stay staged (no 16-bit masked moves in AVX2).
+  static Vec load_n(const float* p, int64_t n) { return {_mm256_maskload_ps(p, first(n))}; }
+  void store_n(float* p, int64_t n) const { _mm256_maskstore_ps(p, first(n), v); }
+  static __m256i first(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
   static Vec load(const half_t* p) {
     return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
   }
@@ -102,6 +109,11 @@ struct Vec<double> {
   static Vec set1(double a) { return {_mm256_set1_pd(a)}; }
   static Vec load(const double* p) { return {_mm256_loadu_pd(p)}; }
   void store(double* p) const { _mm256_storeu_pd(p, v); }
+  static Vec load_n(const double* p, int64_t n) { return {_mm256_maskload_pd(p, first(n))}; }
+  void store_n(double* p, int64_t n) const { _mm256_maskstore_pd(p, first(n), v); }
+  static __m256i first(int64_t n) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
   void stream(double* p) const { _mm256_stream_pd(p, v); }
   friend Vec operator+(Vec a, Vec b) { return {_mm256_add_pd(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm256_sub_pd(a.v, b.v)}; }

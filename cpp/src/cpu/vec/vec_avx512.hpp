@@ -24,15 +24,23 @@ struct Vec<float> {
   static Vec load(const half_t* p) {
     return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
   }
-  // bf16 -> float: each 16-bit word moved into the high half of its lane, the low halves
-  // zeroed, in one zero-masked vpermw (cheaper here than vpmovzxwd + vpslld).
   static Vec load(const bfloat16_t* p) {
-    const __m512i to_high =
-        _mm512_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7, 6, 6,
-                         5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    const __m512i w =
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    return {_mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, to_high, w))};
+    return from_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  // The first n < 16 lanes from p, the rest zero — masked loads, which never touch (or
+  // fault on) the lanes masked off: Note [Masked partial vectors] (loops.hpp).
+  static Vec load_n(const float* p, int64_t n) { return {_mm512_maskz_loadu_ps(first(n), p)}; }
+  static Vec load_n(const half_t* p, int64_t n) {
+    return {_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(first(n), p))};
+  }
+  static Vec load_n(const bfloat16_t* p, int64_t n) {
+    return from_bf16(_mm256_maskz_loadu_epi16(first(n), p));
+  }
+  // The first n < 16 lanes stored to p; nothing else written.
+  void store_n(float* p, int64_t n) const { _mm512_mask_storeu_ps(p, first(n), v); }
+  void store_n(half_t* p, int64_t n) const { _mm256_mask_storeu_epi16(p, first(n), to_half()); }
+  void store_n(bfloat16_t* p, int64_t n) const {
+    _mm256_mask_storeu_epi16(p, first(n), to_bf16());
   }
 
   void store(float* p) const { _mm512_storeu_ps(p, v); }
@@ -86,6 +94,16 @@ struct Vec<float> {
   }
 
  private:
+  static __mmask16 first(int64_t n) { return __mmask16((1u << unsigned(n)) - 1u); }
+  // bf16 -> float: each 16-bit word moved into the high half of its lane, the low halves
+  // zeroed, in one zero-masked vpermw (cheaper here than vpmovzxwd + vpslld).
+  static Vec from_bf16(__m256i bits) {
+    const __m512i to_high =
+        _mm512_set_epi16(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7, 6, 6,
+                         5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i w = _mm512_castsi256_si512(bits);
+    return {_mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, to_high, w))};
+  }
   __m256i to_half() const {
     return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
@@ -127,6 +145,12 @@ struct Vec<double> {
   static Vec set1(double a) { return {_mm512_set1_pd(a)}; }
   static Vec load(const double* p) { return {_mm512_loadu_pd(p)}; }
   void store(double* p) const { _mm512_storeu_pd(p, v); }
+  static Vec load_n(const double* p, int64_t n) {
+    return {_mm512_maskz_loadu_pd(__mmask8((1u << unsigned(n)) - 1u), p)};
+  }
+  void store_n(double* p, int64_t n) const {
+    _mm512_mask_storeu_pd(p, __mmask8((1u << unsigned(n)) - 1u), v);
+  }
   void stream(double* p) const { _mm512_stream_pd(p, v); }
   friend Vec operator+(Vec a, Vec b) { return {_mm512_add_pd(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm512_sub_pd(a.v, b.v)}; }
