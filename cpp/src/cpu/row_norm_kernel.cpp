@@ -97,13 +97,15 @@ void forward_impl(const RowNormProblem& p, const ForwardPrep& prep) {
   // terminate the process instead of reaching the caller.
   std::unique_ptr<T[]> scratch_all(
       need_scratch ? new T[size_t(H) * size_t(prep.threads > 1 ? prep.threads : 1)] : nullptr);
+  const int64_t pf = prefetch_rows<T>(H);
   parallel_ranges(prep.threads, p.rows, [&](int thread, int64_t r_begin, int64_t r_end) {
     T* const scratch = need_scratch ? scratch_all.get() + size_t(H) * size_t(thread) : nullptr;
     for (int64_t r = r_begin; r < r_end; ++r) {
       const T* xr = X + p.x_idx.offset(r);
-      // Note [Prefetch the next row]: the input that pass 1 of row r+1 reads first.
-      const T* next = r + 1 < p.rows ? (R ? R + p.r_idx.offset(r + 1) : X + p.x_idx.offset(r + 1))
-                                     : nullptr;
+      // Note [Prefetch the next row]: the input that pass 1 of a row ahead reads first.
+      const int64_t rn = r + pf;
+      const T* next = rn < r_end ? (R ? R + p.r_idx.offset(rn) : X + p.x_idx.offset(rn))
+                                 : nullptr;
       if (R) {
         T* s = S ? S + p.s_idx.offset(r) : scratch;
         add_row<T, C>(xr, R + p.r_idx.offset(r), xb, scale, s, H);
@@ -282,7 +284,10 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
   const int has_dw = p.dweight != nullptr, has_db = p.dbias != nullptr;
   const int has_dxb = p.dx_bias != nullptr;
 
+  const int64_t pf = prefetch_rows<T>(H);
   parallel_ranges(prep.threads, prep.nblocks, [&](int, int64_t b_begin, int64_t b_end) {
+  // This thread's rows end here: the prefetch runs on into its next block.
+  const int64_t r_last = std::min<int64_t>(b_end * prep.rows_per_block, p.rows);
   for (int64_t blk = b_begin; blk < b_end; ++blk) {
     C* base = partials ? partials + blk * prep.nacc * H : nullptr;
     if (base) std::memset(static_cast<void*>(base), 0, sizeof(C) * size_t(prep.nacc * H));
@@ -297,8 +302,8 @@ void backward_impl(const RowNormBackwardProblem& p, const BackwardPrep& prep) {
                                   DX + p.dx_idx.offset(r), DR ? DR + p.dr_idx.offset(r) : nullptr,
                                   H, K == NormKind::RMS ? C(0) : mean[r], rstd[r], w, pdw, pdb,
                                   pdxb, scale, ada,
-                                  r + 1 < r1 ? DY + p.dy_idx.offset(r + 1) : nullptr,
-                                  r + 1 < r1 ? X + p.x_idx.offset(r + 1) : nullptr);
+                                  r + pf < r_last ? DY + p.dy_idx.offset(r + pf) : nullptr,
+                                  r + pf < r_last ? X + p.x_idx.offset(r + pf) : nullptr);
     }
   }
   // Note [Fence on every thread]: a store fence orders the streaming stores of the thread

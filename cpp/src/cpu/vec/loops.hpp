@@ -123,8 +123,18 @@ NK_ALWAYS_INLINE void st(V v, T* p, int64_t n, bool stream) {
 
 // Note [Prefetch the next row]: a row is read from memory once (pass 1) and then worked
 // on in cache (pass 2, the normalize pass); without help the memory system idles during
-// those passes. The last pass over row r therefore prefetches row r+1, one touch per
-// vector, so the next pass 1 finds it in cache.
+// those passes. The last pass over row r therefore prefetches a row ahead, one touch per
+// vector, so that pass 1 finds it in cache. The row kPrefetchBytes (8 KiB) or more ahead
+// (prefetch_rows): one row ahead is enough for long rows, but a short one (bf16 [*, 768]
+// is 1.5 KiB) leaves too little in flight to cover the memory latency — at 8 KiB the
+// row-norm passes on [16384, 768] / [8192, 1024] / [32768, 512] took 0.67–0.95 of the
+// time of one row ahead in most cases (interleaved, bench/RESULTS.md).
+constexpr int64_t kPrefetchBytes = 8192;
+template <typename T>
+NK_ALWAYS_INLINE int64_t prefetch_rows(int64_t H) {
+  const int64_t row_bytes = std::max<int64_t>(1, H * int64_t(sizeof(T)));
+  return row_bytes >= kPrefetchBytes ? 1 : (kPrefetchBytes + row_bytes - 1) / row_bytes;
+}
 template <typename T>
 NK_ALWAYS_INLINE void prefetch(const T* p) {
   if (p != nullptr) __builtin_prefetch(static_cast<const void*>(p), 0, 3);
