@@ -2,9 +2,13 @@
 // float64 reference: every dtype × every ISA this CPU runs × odd hidden sizes × strided,
 // padded and misaligned layouts × the optional features, forward and backward.
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "nk_test.hpp"
 #include "normkit/normkit.hpp"
@@ -477,3 +481,123 @@ void ada_constant_rows(bool cuda) {
 }
 
 }  // namespace
+
+// Note [Masked partial vectors] (cpu/vec/loops.hpp): a row's last partial vector is a
+// masked load / store, which must neither read nor write past the row. Every array of a
+// one-row layer norm (forward and backward, with weight and bias) ends exactly at a page
+// whose successor is PROT_NONE, so one lane too many faults; the results must be the bits of
+// the same call on ordinary buffers. Every CPU ISA, every dtype, tails of 1..L-1 lanes.
+namespace {
+
+// n bytes ending at the end of a readable page, the next page inaccessible.
+class GuardedBytes {
+ public:
+  explicit GuardedBytes(size_t n) {
+    const size_t page = size_t(sysconf(_SC_PAGESIZE));
+    span_ = (n + page - 1) / page * page + page;
+    base_ = static_cast<char*>(
+        mmap(nullptr, span_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    NK_REQUIRE(base_ != MAP_FAILED);
+    NK_REQUIRE(mprotect(base_ + span_ - page, page, PROT_NONE) == 0);
+    data_ = base_ + span_ - page - n;
+  }
+  ~GuardedBytes() { munmap(base_, span_); }
+  GuardedBytes(const GuardedBytes&) = delete;
+  GuardedBytes& operator=(const GuardedBytes&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  char* base_ = nullptr;
+  char* data_ = nullptr;
+  size_t span_ = 0;
+};
+
+// v stored as element j of a dtype-d buffer (rounded to nearest even for 16-bit).
+void put(void* p, DType d, int64_t j, double v) {
+  switch (d) {
+    case DType::Float32: static_cast<float*>(p)[j] = float(v); break;
+    case DType::Float64: static_cast<double*>(p)[j] = v; break;
+    case DType::Float16: static_cast<normkit::half_t*>(p)[j] = normkit::float_to_half(float(v)); break;
+    case DType::BFloat16:
+      static_cast<normkit::bfloat16_t*>(p)[j] = normkit::float_to_bf16(float(v));
+      break;
+  }
+}
+
+}  // namespace
+
+NK_TEST(row_norm, partial_vectors_at_a_guard_page) {
+  RuntimeGuard guard;
+  for (const Target& t : targets(false)) {
+    t.use();
+    for (DType dt : {DType::Float32, DType::Float64, DType::Float16, DType::BFloat16}) {
+      const DType pdt = dt == DType::Float64 ? DType::Float64 : DType::Float32;
+      const size_t es = normkit::dtype_size(dt), ps = normkit::dtype_size(pdt);
+      for (int64_t H : {int64_t(1), int64_t(3), int64_t(7), int64_t(15), int64_t(17),
+                        int64_t(31), int64_t(33), int64_t(1003)}) {
+        const std::string desc = std::string(normkit::dtype_name(dt)) + " H=" +
+                                 std::to_string(H) + " isa=" + t.name();
+        const size_t xb = size_t(H) * es, pb = size_t(H) * ps;
+        // Inputs: the same bytes in ordinary and guarded buffers.
+        std::vector<unsigned char> x(xb), dy(xb), w(pb), b(pb);
+        Rng rng(uint64_t(H) * 7 + uint64_t(dt));
+        auto fill = [&](std::vector<unsigned char>& v, DType d, double lo) {
+          for (int64_t j = 0; j < H; ++j) put(v.data(), d, j, lo + rng.normal());
+        };
+        fill(x, dt, 0.3);
+        fill(dy, dt, 0.0);
+        fill(w, pdt, 1.0);
+        fill(b, pdt, 0.0);
+        GuardedBytes gx(xb), gdy(xb), gw(pb), gb(pb), gy(xb), gdx(xb), gdw(pb), gdb(pb);
+        std::memcpy(gx.data(), x.data(), xb);
+        std::memcpy(gdy.data(), dy.data(), xb);
+        std::memcpy(gw.data(), w.data(), pb);
+        std::memcpy(gb.data(), b.data(), pb);
+        std::vector<unsigned char> y(xb), dx(xb), dw(pb), db(pb);
+        float mean = 0, rstd = 0, gmean = 0, grstd = 0;
+        double mean64 = 0, rstd64 = 0, gmean64 = 0, grstd64 = 0;
+        const DType sdt = pdt;
+        void* sm = dt == DType::Float64 ? static_cast<void*>(&mean64) : &mean;
+        void* sr = dt == DType::Float64 ? static_cast<void*>(&rstd64) : &rstd;
+        void* gsm = dt == DType::Float64 ? static_cast<void*>(&gmean64) : &gmean;
+        void* gsr = dt == DType::Float64 ? static_cast<void*>(&grstd64) : &grstd;
+        auto run = [&](void* X, void* DY, void* W, void* B, void* Y, void* DX, void* DW,
+                       void* DB, void* M, void* S) {
+          const int64_t shape[2] = {1, H}, one = 1;
+          using normkit::TensorView;
+          const TensorView vx = TensorView::contiguous(X, dt, shape, 2);
+          const TensorView vdy = TensorView::contiguous(DY, dt, shape, 2);
+          const TensorView vy = TensorView::contiguous(Y, dt, shape, 2);
+          const TensorView vdx = TensorView::contiguous(DX, dt, shape, 2);
+          const TensorView vw = TensorView::contiguous(W, pdt, &H, 1);
+          const TensorView vb = TensorView::contiguous(B, pdt, &H, 1);
+          const TensorView vdw = TensorView::contiguous(DW, pdt, &H, 1);
+          const TensorView vdb = TensorView::contiguous(DB, pdt, &H, 1);
+          const TensorView vm = TensorView::contiguous(M, sdt, &one, 1);
+          const TensorView vs = TensorView::contiguous(S, sdt, &one, 1);
+          normkit::layer_norm_forward(vx, &vw, &vb, 1e-5, vy, &vm, &vs);
+          normkit::RowNormBackwardArgs a;
+          a.kind = NormKind::Layer;
+          a.dy = &vdy;
+          a.x = &vx;
+          a.mean = &vm;
+          a.rstd = &vs;
+          a.weight = &vw;
+          a.dx = &vdx;
+          a.dweight = &vdw;
+          a.dbias = &vdb;
+          normkit::row_norm_backward(a);
+        };
+        run(x.data(), dy.data(), w.data(), b.data(), y.data(), dx.data(), dw.data(),
+            db.data(), sm, sr);
+        run(gx.data(), gdy.data(), gw.data(), gb.data(), gy.data(), gdx.data(), gdw.data(),
+            gdb.data(), gsm, gsr);
+        NK_CHECK(std::memcmp(gy.data(), y.data(), xb) == 0) << "y " << desc;
+        NK_CHECK(std::memcmp(gdx.data(), dx.data(), xb) == 0) << "dx " << desc;
+        NK_CHECK(std::memcmp(gdw.data(), dw.data(), pb) == 0) << "dweight " << desc;
+        NK_CHECK(std::memcmp(gdb.data(), db.data(), pb) == 0) << "dbias " << desc;
+        NK_CHECK(std::memcmp(gsm, sm, ps) == 0 && std::memcmp(gsr, sr, ps) == 0) << desc;
+      }
+    }
+  }
+}

@@ -69,7 +69,7 @@ NK_ALWAYS_INLINE void for_each_vector(int64_t H, T* out, bool nontemporal, F&& f
   if (j < H) f(j, H - j, false);
 }
 
-// Load n < L elements into a zero-padded lane buffer / store the first n lanes.
+// Load n < L elements, the other lanes zero / store the first n lanes.
 // Note [Masked partial vectors]: where the ISA has masked moves for T (AVX-512: every
 // dtype; AVX2: float and double), a partial vector is one masked load (the lanes off read
 // as zero) or store (only the first n written) — the same lanes and bits as the staged
@@ -82,6 +82,7 @@ template <typename V, typename T>
 struct has_masked<V, T, std::void_t<decltype(V::load_n(std::declval<const T*>(), int64_t(0)))>>
     : std::true_type {};
 
+// Otherwise staged through a zero-padded lane buffer.
 template <typename T, typename V>
 NK_ALWAYS_INLINE V load_part(const T* p, int64_t n) {
   if constexpr (has_masked<V, T>::value) {

@@ -24,9 +24,6 @@ struct Vec<float> {
   // written); 16-bit partial vectors stay staged (no 16-bit masked moves in AVX2).
   static Vec load_n(const float* p, int64_t n) { return {_mm256_maskload_ps(p, first(n))}; }
   void store_n(float* p, int64_t n) const { _mm256_maskstore_ps(p, first(n), v); }
-  static __m256i first(int64_t n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
   static Vec load(const half_t* p) {
     return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
   }
@@ -85,6 +82,10 @@ struct Vec<float> {
   }
 
  private:
+  // Lane i all-ones when i < n (vmaskmov's mask).
+  static __m256i first(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
   __m128i to_half() const { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // Round to nearest even, NaN kept quiet — bit-identical to float_to_bf16().
   __m128i to_bf16() const {
