@@ -649,6 +649,71 @@ def test_streaming_stores(op, dtype, shape, lib):
     check_case(op, shape, 1, dtype, cfg, lib, layout="padded_rows", seed=9)
 
 
+@pytest.mark.parametrize("H", [768, 1000, 1003])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_streamed_rows_have_the_bits_of_unstreamed_ones(op, dtype, H):
+    """Outputs of at least NORMKIT_NT_BYTES are streamed: whole cache lines with full vectors
+    (pairs of them for 16-bit data), a row's head and tail in 16-byte pieces or ordinary
+    stores by their alignment (Notes [Streaming whole lines], [Paired stores]). Whatever the
+    offset of the arrays from a cache line, every row of y and dx has the bits of the same
+    row computed in batches too small to stream."""
+    from reference import NP_DTYPES
+
+    npdt = NP_DTYPES[dtype]
+    pdt = np.float64 if dtype == "float64" else np.float32
+    es = npdt.itemsize
+    threshold = int(os.environ.get("NORMKIT_NT_BYTES", 16 << 20))
+    R = -(-2 * threshold // (H * es))  # twice the threshold: streamed
+    small = max(1, (threshold // 4) // (H * es))  # rows per unstreamed batch
+    rng = np.random.default_rng(H + es)
+    x = (rng.standard_normal((R, H)) + 0.3).astype(npdt)
+    dy = rng.standard_normal((R, H)).astype(npdt)
+    w = (1 + 0.1 * rng.standard_normal(H)).astype(pdt)
+    b = (0.1 * rng.standard_normal(H)).astype(pdt)
+    rms = op == "rms_norm"
+
+    def fwd(xa, out=None):
+        if rms:
+            return nk.rms_norm(xa, w, out=out)
+        return nk.layer_norm(xa, w, b, out=out)
+
+    def stats(xa):
+        if rms:
+            _, rr = nk.rms_norm_forward(xa, w)
+            return (rr,)
+        _, m, s = nk.layer_norm_forward(xa, w, b)
+        return (m, s)
+
+    def bwd(dya, xa, st, out=None):
+        f = nk.rms_norm_backward if rms else nk.layer_norm_backward
+        return f(dya, xa, *st, w, out=out)[0]
+
+    st_all = stats(x)
+    want_y = np.concatenate([fwd(x[i : i + small]) for i in range(0, R, small)])
+    want_dx = np.concatenate(
+        [
+            bwd(dy[i : i + small], x[i : i + small], tuple(t[i : i + small] for t in st_all))
+            for i in range(0, R, small)
+        ]
+    )
+    for off in (0, 1, 8, 24):  # elements past a 64-byte boundary
+
+        def place(a):
+            raw = np.empty(a.nbytes + 64 + off * es, np.uint8)
+            start = (-raw.ctypes.data) % 64 + off * es
+            v = raw[start : start + a.nbytes].view(npdt).reshape(a.shape)
+            v[...] = a
+            return v
+
+        y = place(np.zeros_like(x))
+        fwd(place(x), out=y)
+        assert y.tobytes() == want_y.tobytes(), f"y, arrays {off} elements past a line"
+        dx = place(np.zeros_like(x))
+        bwd(place(dy), place(x), st_all, out=(dx, None, None))
+        assert dx.tobytes() == want_dx.tobytes(), f"dx, arrays {off} elements past a line"
+
+
 # ---------------------------------------------------------------------------------------------
 # Property test: random shapes, strides, offsets, dtypes, features
 # ---------------------------------------------------------------------------------------------

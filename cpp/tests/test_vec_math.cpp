@@ -633,32 +633,47 @@ void conversions() {
   for (uint32_t i = 0; i < 65536; ++i) all16[i] = uint16_t(i);
   for (const IsaTable* isa : isas()) {
     for (E::Op op : {E::ToBf16, E::ToHalf}) {
-      for (bool stream : {false, true}) {
-        // 32-byte aligned output for stream(); n not a multiple of any vector width.
-        const int64_t n = int64_t(in.size()) - 3;
-        std::vector<uint16_t> buf(size_t(n) + 32);
-        uint16_t* out = buf.data();
-        while (reinterpret_cast<uintptr_t>(out) % 32 != 0) ++out;
-        E e;
-        e.op = op;
-        e.stream = stream;
-        e.in = in.data();
-        e.out = out;
-        e.n = n;
-        isa->vec_conv_eval(e);
-        int64_t bad = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          const uint16_t want = op == E::ToBf16 ? bits16(normkit::float_to_bf16(in[size_t(i)]))
-                                                : bits16(normkit::float_to_half(in[size_t(i)]));
-          if (out[i] != want && ++bad <= 5) {
-            uint32_t u;
-            std::memcpy(&u, &in[size_t(i)], 4);
-            NK_CHECK(false) << isa->name << (op == E::ToBf16 ? " to bf16" : " to half")
-                            << (stream ? " (stream)" : "") << " of 0x" << std::hex << u
-                            << " = 0x" << out[i] << ", expected 0x" << want;
+      // One Vec at a time (32-byte aligned output for stream()), and through the kernels'
+      // row loop (Note [Paired stores]: pairs in the body, single vectors in the peel and
+      // tail) from a 64-byte boundary, 32 bytes past one (a one-vector peel when streaming
+      // pairs) and 6 bytes past one (a partial peel). n is not a multiple of any vector width.
+      for (int rows = 0; rows < 2; ++rows) {
+        for (int64_t skip : {0, 16, 3}) {
+          if (!rows && skip == 3) continue;  // stream() needs its alignment
+          for (bool stream : {false, true}) {
+            const int64_t n = int64_t(in.size()) - 3;
+            std::vector<uint16_t> buf(size_t(n) + 64);
+            uint16_t* out = buf.data();
+            while (reinterpret_cast<uintptr_t>(out) % 64 != 0) ++out;
+            out += skip;
+            std::vector<uint16_t> guard(out + n, buf.data() + buf.size());
+            E e;
+            e.op = op;
+            e.stream = stream;
+            e.rows = rows != 0;
+            e.in = in.data();
+            e.out = out;
+            e.n = n;
+            isa->vec_conv_eval(e);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < n; ++i) {
+              const uint16_t want = op == E::ToBf16
+                                        ? bits16(normkit::float_to_bf16(in[size_t(i)]))
+                                        : bits16(normkit::float_to_half(in[size_t(i)]));
+              if (out[i] != want && ++bad <= 5) {
+                uint32_t u;
+                std::memcpy(&u, &in[size_t(i)], 4);
+                NK_CHECK(false) << isa->name << (op == E::ToBf16 ? " to bf16" : " to half")
+                                << (rows ? " (rows, +" : " (+") << skip << ")"
+                                << (stream ? " (stream)" : "") << " of 0x" << std::hex << u
+                                << " = 0x" << out[i] << ", expected 0x" << want;
+              }
+            }
+            NK_CHECK(bad == 0) << isa->name << ": " << bad << " wrong narrowings";
+            NK_CHECK(std::equal(guard.begin(), guard.end(), out + n))
+                << isa->name << ": wrote past n";
           }
         }
-        NK_CHECK(bad == 0) << isa->name << ": " << bad << " wrong narrowings";
       }
     }
     for (E::Op op : {E::FromBf16, E::FromHalf}) {

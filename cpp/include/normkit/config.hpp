@@ -21,7 +21,7 @@
 #endif
 
 // Note [Inlined vector bodies]: the CPU kernels hand their per-vector work to loop helpers
-// (for_each_vector, vec_loop) as lambdas, called once per vector. The helpers are
+// (map_vectors, vec_loop) as lambdas, called once per vector. The helpers are
 // always_inline, but the lambdas are not unless marked: GCC outlined the larger ones (the
 // 16-bit row-norm backward's pass 2, batch norm's apply, the RNN gates) — a call per 16
 // elements with every captured value reloaded through the closure, which made the bf16

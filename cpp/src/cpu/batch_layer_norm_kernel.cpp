@@ -100,12 +100,12 @@ struct Kernel {
     const C* hb = HB + j0;
     const C* ab = AB + j0;
     const C* cb = CB + j0;
-    for_each_vector<T, C>(F, yr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
+    map_vectors<T, C>(F, yr, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
       const V x = ld<T, V>(xr + j, n);
       const V db = x - ld<C, V>(hb + j, n);
       const V t = V::fmadd(vaf, x - vhf, V::fmadd(ld<C, V>(ab + j, n), db, vcf + ld<C, V>(cb + j, n)));
       const V bias = BI ? ld<C, V>(BI + j, n) : V::zero();
-      st<T, V>(V::fmadd(ld<C, V>(GM + j, n), t, bias), yr + j, n, stream);
+      return V::fmadd(ld<C, V>(GM + j, n), t, bias);
     });
   }
 

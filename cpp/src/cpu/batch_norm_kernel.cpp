@@ -95,17 +95,17 @@ struct Kernel {
       const T* dyr = DY + p.dy_idx.offset(r);
       const T* ndy = next >= 0 ? DY + p.dy_idx.offset(next) : nullptr;
       const V vc = V::set1(cc[ch]);
-      for_each_vector<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
+      map_vectors<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
         prefetch(nx ? nx + j : nullptr);
         prefetch(ndy ? ndy + j : nullptr);
         const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
         const V d = ld<T, V>(xr + j, n) - vh;
-        st<T, V>(V::fmadd(va, dy, V::fmadd(vb, d, vc)), outr + j, n, stream);
+        return V::fmadd(va, dy, V::fmadd(vb, d, vc));
       });
     } else {
-      for_each_vector<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
+      map_vectors<T, C>(p.width, outr, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
         prefetch(nx ? nx + j : nullptr);
-        st<T, V>(V::fmadd(ld<T, V>(xr + j, n) - vh, va, vb), outr + j, n, stream);
+        return V::fmadd(ld<T, V>(xr + j, n) - vh, va, vb);
       });
     }
   }
@@ -180,16 +180,15 @@ struct Kernel {
     T* outr = OUT + p.out_idx.offset(r);
     if constexpr (kBwd) {
       const T* dyr = DY + p.dy_idx.offset(r);
-      for_each_vector<T, C>(p.C, outr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
+      map_vectors<T, C>(p.C, outr, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
         const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
         const V d = ld<T, V>(xr + j, n) - ld<C, V>(hi + j, n);
-        st<T, V>(V::fmadd(ld<C, V>(ca + j, n), dy, V::fmadd(ld<C, V>(cb + j, n), d, ld<C, V>(cc + j, n))),
-                 outr + j, n, stream);
+        return V::fmadd(ld<C, V>(ca + j, n), dy, V::fmadd(ld<C, V>(cb + j, n), d, ld<C, V>(cc + j, n)));
       });
     } else {
-      for_each_vector<T, C>(p.C, outr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
+      map_vectors<T, C>(p.C, outr, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
         const V d = ld<T, V>(xr + j, n) - ld<C, V>(hi + j, n);
-        st<T, V>(V::fmadd(d, ld<C, V>(ca + j, n), ld<C, V>(cb + j, n)), outr + j, n, stream);
+        return V::fmadd(d, ld<C, V>(ca + j, n), ld<C, V>(cb + j, n));
       });
     }
   }

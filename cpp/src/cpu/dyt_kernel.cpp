@@ -41,14 +41,14 @@ void forward_impl(const DytProblem& p, const DytPrep& prep) {
       if (p.per_row) {  // one channel per row: γ, β are broadcast
         const int64_t c = r % p.C;
         const V vw = V::set1(kW ? w[c] : C(1)), vb = V::set1(kB ? b[c] : C(0));
-        for_each_vector<T, C>(W, yr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
-          st<T, V>(detail::dyt_forward<kB>(ld<T, V>(xr + j, n), va, vw, vb), yr + j, n, stream);
+        map_vectors<T, C>(W, yr, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
+          return detail::dyt_forward<kB>(ld<T, V>(xr + j, n), va, vw, vb);
         });
       } else {  // channel = column
-        for_each_vector<T, C>(W, yr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
+        map_vectors<T, C>(W, yr, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
           const V vw = kW ? ld<C, V>(w + j, n) : V::set1(C(1));
           const V vb = kB ? ld<C, V>(b + j, n) : V::zero();
-          st<T, V>(detail::dyt_forward<kB>(ld<T, V>(xr + j, n), va, vw, vb), yr + j, n, stream);
+          return detail::dyt_forward<kB>(ld<T, V>(xr + j, n), va, vw, vb);
         });
       }
     }
@@ -108,15 +108,24 @@ void backward_columns(const DytBackwardProblem& p, const DytPrep& prep) {
         const T* dyr = DY + p.dy_idx.offset(r);
         const T* xr = X + p.x_idx.offset(r);
         T* dxr = DX + p.dx_idx.offset(r);
-        for_each_vector<T, C>(W, dxr, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
-          const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
-          const V x = ld<T, V>(xr + j, n);
-          const auto g = detail::dyt_backward(dy, x, va, kW ? ld<C, V>(w + j, n) : V::set1(C(1)));
-          st<T, V>(g.dx, dxr + j, n, stream);
-          if (pa) st<C, V>(ld<C, V>(pa + j, n) + g.a, pa + j, n, false);
-          if (pg) st<C, V>(V::fmadd(dy, g.t, ld<C, V>(pg + j, n)), pg + j, n, false);
-          if (pb) st<C, V>(ld<C, V>(pb + j, n) + dy, pb + j, n, false);
-        });
+        struct Grad {
+          V out, dy, a, t;  // dx, dy and the terms of the parameter partials
+        };
+        // The partials are added after dx is stored (map_vectors' `after`).
+        map_vectors<T, C>(
+            W, dxr, kNT,
+            [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
+              const V dy = ld<T, V>(dyr + j, n);  // both read before dx (it may alias either)
+              const V x = ld<T, V>(xr + j, n);
+              const auto g =
+                  detail::dyt_backward(dy, x, va, kW ? ld<C, V>(w + j, n) : V::set1(C(1)));
+              return Grad{g.dx, dy, g.a, g.t};
+            },
+            [&](int64_t j, int64_t n, const Grad& g) NK_INLINE_LAMBDA {
+              if (pa) st<C, V>(ld<C, V>(pa + j, n) + g.a, pa + j, n, false);
+              if (pg) st<C, V>(V::fmadd(g.dy, g.t, ld<C, V>(pg + j, n)), pg + j, n, false);
+              if (pb) st<C, V>(ld<C, V>(pb + j, n) + g.dy, pb + j, n, false);
+            });
       }
     }
     if constexpr (kNT) stream_fence();  // Note [Fence on every thread]

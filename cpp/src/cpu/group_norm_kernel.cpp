@@ -57,39 +57,38 @@ struct Kernel {
   template <bool kNT>
   void apply_run(const T* xr, T* outr, int64_t n, C hi, C a, C bb, const T* nx) const {
     const V vh = V::set1(hi), va = V::set1(a), vb = V::set1(bb);
-    for_each_vector<T, C>(n, outr, kNT, [&](int64_t j, int64_t k, bool stream) NK_INLINE_LAMBDA {
+    map_vectors<T, C>(n, outr, kNT, [&](int64_t j, int64_t k) NK_INLINE_LAMBDA {
       prefetch(nx ? nx + j : nullptr);
-      st<T, V>(V::fmadd(ld<T, V>(xr + j, k) - vh, va, vb), outr + j, k, stream);
+      return V::fmadd(ld<T, V>(xr + j, k) - vh, va, vb);
     });
   }
   template <bool kNT>
   void backward_run(const T* dyr, const T* xr, T* outr, int64_t n, C hi, C a, C bd, C c,
                     const T* ndy, const T* nx) const {
     const V vh = V::set1(hi), va = V::set1(a), vb = V::set1(bd), vc = V::set1(c);
-    for_each_vector<T, C>(n, outr, kNT, [&](int64_t j, int64_t k, bool stream) NK_INLINE_LAMBDA {
+    map_vectors<T, C>(n, outr, kNT, [&](int64_t j, int64_t k) NK_INLINE_LAMBDA {
       prefetch(nx ? nx + j : nullptr);
       prefetch(ndy ? ndy + j : nullptr);
       const V dy = ld<T, V>(dyr + j, k);  // both read before dx (it may alias either)
       const V d = ld<T, V>(xr + j, k) - vh;
-      st<T, V>(V::fmadd(va, dy, V::fmadd(vb, d, vc)), outr + j, k, stream);
+      return V::fmadd(va, dy, V::fmadd(vb, d, vc));
     });
   }
   // Channels last: one row with per-channel coefficient arrays.
   template <bool kNT>
   void apply_row(const T* xr, T* outr, const C* hi, const C* a, const C* bb) const {
-    for_each_vector<T, C>(Cn, outr, kNT, [&](int64_t j, int64_t k, bool stream) NK_INLINE_LAMBDA {
+    map_vectors<T, C>(Cn, outr, kNT, [&](int64_t j, int64_t k) NK_INLINE_LAMBDA {
       const V d = ld<T, V>(xr + j, k) - ld<C, V>(hi + j, k);
-      st<T, V>(V::fmadd(d, ld<C, V>(a + j, k), ld<C, V>(bb + j, k)), outr + j, k, stream);
+      return V::fmadd(d, ld<C, V>(a + j, k), ld<C, V>(bb + j, k));
     });
   }
   template <bool kNT>
   void backward_row(const T* dyr, const T* xr, T* outr, const C* hi, const C* a, const C* bd,
                     const C* c) const {
-    for_each_vector<T, C>(Cn, outr, kNT, [&](int64_t j, int64_t k, bool stream) NK_INLINE_LAMBDA {
+    map_vectors<T, C>(Cn, outr, kNT, [&](int64_t j, int64_t k) NK_INLINE_LAMBDA {
       const V dy = ld<T, V>(dyr + j, k);
       const V d = ld<T, V>(xr + j, k) - ld<C, V>(hi + j, k);
-      st<T, V>(V::fmadd(ld<C, V>(a + j, k), dy, V::fmadd(ld<C, V>(bd + j, k), d, ld<C, V>(c + j, k))),
-               outr + j, k, stream);
+      return V::fmadd(ld<C, V>(a + j, k), dy, V::fmadd(ld<C, V>(bd + j, k), d, ld<C, V>(c + j, k)));
     });
   }
 

@@ -41,7 +41,7 @@ NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMe
   using V = Vec<C>;
   const V vm = V::set1(mean.hi), vl = V::set1(mean.lo), vr = V::set1(rstd);
   const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
-  for_each_vector<T, C>(H, y, kNT, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
+  map_vectors<T, C>(H, y, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
     prefetch(next_x ? next_x + j : nullptr);
     V t;
     if constexpr (kCentered) {
@@ -58,7 +58,7 @@ NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMe
     } else if constexpr (kB) {
       t = t + ld<C, V>(b + j, n);
     }
-    st<T, V>(t, y + j, n, stream);
+    return t;
   });
 }
 
@@ -68,10 +68,10 @@ template <typename T, typename C>
 void add_row(const T* x, const T* r, const C* NK_RESTRICT xb, C scale, T* s, int64_t H) {
   using V = Vec<C>;
   const V vs = V::set1(scale);
-  for_each_vector<T, C>(H, s, false, [&](int64_t j, int64_t n, bool) NK_INLINE_LAMBDA {
+  map_vectors<T, C>(H, s, false, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
     V v = ld<T, V>(x + j, n);
     if (xb) v = v + ld<C, V>(xb + j, n);
-    st<T, V>(V::fmadd(vs, ld<T, V>(r + j, n), v), s + j, n, false);
+    return V::fmadd(vs, ld<T, V>(r + j, n), v);
   });
 }
 
@@ -248,22 +248,29 @@ NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, 
   const V vc = V::set1(t.corr), vr = V::set1(rstd);
   const V vmg = V::set1(t.mean_g), vmgx = V::set1(t.mean_gx), vs = V::set1(scale);
   const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
-  for_each_vector<T, C>(H, dx, kNT, [&](int64_t k, int64_t n, bool stream) NK_INLINE_LAMBDA {
-    prefetch(next_dy ? next_dy + k : nullptr);  // Note [Prefetch the next row]
-    prefetch(next_x ? next_x + k : nullptr);
-    const V d = ld<T, V>(dy + k, n);
-    const V h = ((ld<T, V>(x + k, n) - vm) - vc) * vr;
-    V g = d;
-    if constexpr (kAda) g = d * detail::ada_phi(h, va, vnb);
-    else if constexpr (kW) g = d * ld<C, V>(w + k, n);
-    V v = detail::norm_dx(vr, g, vmg, h, vmgx);
-    if (ds) v = v + ld<T, V>(ds + k, n);
-    st<T, V>(v, dx + k, n, stream);
-    if (dr) st<T, V>(vs * v, dr + k, n, false);
-    if (pdw) st<C, V>(V::fmadd(d, h, ld<C, V>(pdw + k, n)), pdw + k, n, false);
-    if (pdb) st<C, V>(ld<C, V>(pdb + k, n) + d, pdb + k, n, false);
-    if (pdxb) st<C, V>(ld<C, V>(pdxb + k, n) + v, pdxb + k, n, false);
-  });
+  struct Pass2 {
+    V out, d, h;  // dx, dy, x̂
+  };
+  map_vectors<T, C>(
+      H, dx, kNT,
+      [&](int64_t k, int64_t n) NK_INLINE_LAMBDA {
+        prefetch(next_dy ? next_dy + k : nullptr);  // Note [Prefetch the next row]
+        prefetch(next_x ? next_x + k : nullptr);
+        const V d = ld<T, V>(dy + k, n);
+        const V h = ((ld<T, V>(x + k, n) - vm) - vc) * vr;
+        V g = d;
+        if constexpr (kAda) g = d * detail::ada_phi(h, va, vnb);
+        else if constexpr (kW) g = d * ld<C, V>(w + k, n);
+        V v = detail::norm_dx(vr, g, vmg, h, vmgx);
+        if (ds) v = v + ld<T, V>(ds + k, n);
+        return Pass2{v, d, h};
+      },
+      [&](int64_t k, int64_t n, const Pass2& r) NK_INLINE_LAMBDA {
+        if (dr) st<T, V>(vs * r.out, dr + k, n, false);
+        if (pdw) st<C, V>(V::fmadd(r.d, r.h, ld<C, V>(pdw + k, n)), pdw + k, n, false);
+        if (pdb) st<C, V>(ld<C, V>(pdb + k, n) + r.d, pdb + k, n, false);
+        if (pdxb) st<C, V>(ld<C, V>(pdxb + k, n) + r.out, pdxb + k, n, false);
+      });
 }
 
 template <typename T, NormKind K, bool kW, bool kNT>

@@ -99,8 +99,8 @@ void run(const SnProblem& p, const SnPass& s) {
           for (int64_t r = r0; r < r1; ++r) {
             const T* wr = W + r * p.w_ld;
             T* orow = O + r * p.out_ld;
-            for_each_vector<T, C>(H, orow, s.nontemporal, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
-              st<T, V>(ld<T, V>(wr + j, n) * vk, orow + j, n, stream);
+            map_vectors<T, C>(H, orow, s.nontemporal, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
+              return ld<T, V>(wr + j, n) * vk;
             });
           }
           break;
@@ -122,8 +122,8 @@ void run(const SnProblem& p, const SnPass& s) {
             const T* dyr = DY + r * p.dy_ld;
             T* dwr = DW + r * p.dw_ld;
             const V c = V::set1(-C(s.k2) * u[r]);
-            for_each_vector<T, C>(H, dwr, s.nontemporal, [&](int64_t j, int64_t n, bool stream) NK_INLINE_LAMBDA {
-              st<T, V>(V::fmadd(ld<T, V>(dyr + j, n), vk, c * ld<C, V>(v + j, n)), dwr + j, n, stream);
+            map_vectors<T, C>(H, dwr, s.nontemporal, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
+              return V::fmadd(ld<T, V>(dyr + j, n), vk, c * ld<C, V>(v + j, n));
             });
           }
           break;

@@ -18,7 +18,7 @@ namespace {
 
 // out[i] = f(a[i], b[i]) for i < n, one Vec at a time (b may be null: zeros).
 template <typename C, typename F>
-void map_vectors(const C* a, const C* b, C* out, int64_t n, F f) {
+void eval_vectors(const C* a, const C* b, C* out, int64_t n, F f) {
   using V = Vec<C>;
   constexpr int64_t L = V::size;
   int64_t j = 0;
@@ -40,16 +40,16 @@ void math_typed(const VecMathEval& e) {
   C* out = static_cast<C*>(e.out);
   switch (e.fn) {
     case VecMathEval::Exp:
-      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+      return eval_vectors(in, static_cast<const C*>(nullptr), out, e.n,
                          [](V x, V) { return detail::vmath::exp(x); });
     case VecMathEval::Tanh:
-      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+      return eval_vectors(in, static_cast<const C*>(nullptr), out, e.n,
                          [](V x, V) { return detail::vmath::tanh(x); });
     case VecMathEval::TanhFast:
-      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+      return eval_vectors(in, static_cast<const C*>(nullptr), out, e.n,
                          [](V x, V) { return detail::vmath::tanh_fast(x); });
     case VecMathEval::Sigmoid:
-      return map_vectors(in, static_cast<const C*>(nullptr), out, e.n,
+      return eval_vectors(in, static_cast<const C*>(nullptr), out, e.n,
                          [](V x, V) { return detail::vmath::sigmoid(x); });
   }
 }
@@ -63,31 +63,38 @@ void prim_typed(const VecPrimEval& e) {
   C* out = static_cast<C*>(e.out);
   const auto mask = [](typename V::Mask m) { return V::select(m, V::set1(C(1)), V::zero()); };
   switch (e.op) {
-    case P::Div: return map_vectors(a, b, out, e.n, [](V x, V y) { return x / y; });
-    case P::Min: return map_vectors(a, b, out, e.n, [](V x, V y) { return V::min(x, y); });
-    case P::Max: return map_vectors(a, b, out, e.n, [](V x, V y) { return V::max(x, y); });
-    case P::Abs: return map_vectors(a, b, out, e.n, [](V x, V) { return V::abs(x); });
-    case P::Neg: return map_vectors(a, b, out, e.n, [](V x, V) { return -x; });
-    case P::Lt: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::lt(x, y)); });
-    case P::Le: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::le(x, y)); });
-    case P::Gt: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::gt(x, y)); });
-    case P::Ge: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::ge(x, y)); });
-    case P::Eq: return map_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::eq(x, y)); });
+    case P::Div: return eval_vectors(a, b, out, e.n, [](V x, V y) { return x / y; });
+    case P::Min: return eval_vectors(a, b, out, e.n, [](V x, V y) { return V::min(x, y); });
+    case P::Max: return eval_vectors(a, b, out, e.n, [](V x, V y) { return V::max(x, y); });
+    case P::Abs: return eval_vectors(a, b, out, e.n, [](V x, V) { return V::abs(x); });
+    case P::Neg: return eval_vectors(a, b, out, e.n, [](V x, V) { return -x; });
+    case P::Lt: return eval_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::lt(x, y)); });
+    case P::Le: return eval_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::le(x, y)); });
+    case P::Gt: return eval_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::gt(x, y)); });
+    case P::Ge: return eval_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::ge(x, y)); });
+    case P::Eq: return eval_vectors(a, b, out, e.n, [&](V x, V y) { return mask(V::eq(x, y)); });
     case P::Signbit:
-      return map_vectors(a, b, out, e.n, [&](V x, V) { return mask(V::signbit(x)); });
+      return eval_vectors(a, b, out, e.n, [&](V x, V) { return mask(V::signbit(x)); });
     case P::Select:
-      return map_vectors(a, b, out, e.n, [](V x, V y) { return V::select(V::lt(x, y), y, x); });
-    case P::Round: return map_vectors(a, b, out, e.n, [](V x, V) { return V::round(x); });
-    case P::Pow2i: return map_vectors(a, b, out, e.n, [](V x, V) { return V::pow2i(x); });
+      return eval_vectors(a, b, out, e.n, [](V x, V y) { return V::select(V::lt(x, y), y, x); });
+    case P::Round: return eval_vectors(a, b, out, e.n, [](V x, V) { return V::round(x); });
+    case P::Pow2i: return eval_vectors(a, b, out, e.n, [](V x, V) { return V::pow2i(x); });
   }
 }
 
-// 16-bit storage type S <-> float, n elements, one Vec at a time; the partial last vector
-// through ld/st's zero-padded staging as in the kernels (cpu/vec/loops.hpp).
+// 16-bit storage type S <-> float, n elements, one Vec at a time (the partial last vector
+// through ld/st as in the kernels, cpu/vec/loops.hpp) — or, narrowing with `rows`, through
+// the kernels' map_vectors (Note [Paired stores]).
 template <typename S>
-void conv_to(const float* in, S* out, int64_t n, bool stream) {
+void conv_to(const float* in, S* out, int64_t n, bool stream, bool rows) {
   using V = Vec<float>;
   constexpr int64_t L = V::size;
+  if (rows) {
+    map_vectors<S, float>(n, out, stream,
+                          [&](int64_t j, int64_t k) NK_INLINE_LAMBDA { return ld<float, V>(in + j, k); });
+    if (stream) stream_fence();
+    return;
+  }
   int64_t j = 0;
   for (; j + L <= n; j += L) st<S, V>(V::load(in + j), out + j, L, stream);
   if (j < n) st<S, V>(ld<float, V>(in + j, n - j), out + j, n - j, false);
@@ -108,10 +115,10 @@ void vec_conv_eval(const VecConvEval& e) {
   switch (e.op) {
     case E::ToBf16:
       return conv_to(static_cast<const float*>(e.in), static_cast<bfloat16_t*>(e.out), e.n,
-                     e.stream);
+                     e.stream, e.rows);
     case E::ToHalf:
       return conv_to(static_cast<const float*>(e.in), static_cast<half_t*>(e.out), e.n,
-                     e.stream);
+                     e.stream, e.rows);
     case E::FromBf16:
       return conv_from(static_cast<const bfloat16_t*>(e.in), static_cast<float*>(e.out), e.n);
     case E::FromHalf:

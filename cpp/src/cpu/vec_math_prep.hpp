@@ -39,6 +39,10 @@ struct VecConvEval {
   enum Op : int { ToBf16 = 0, ToHalf, FromBf16, FromHalf };
   Op op = ToBf16;
   bool stream = false;
+  // Narrowing through the kernels' row loop (map_vectors: two vectors per conversion and
+  // store where the ISA pairs them, a peel to the streaming alignment) instead of one
+  // Vec at a time.
+  bool rows = false;
   const void* in = nullptr;  // [n]
   void* out = nullptr;       // [n]
   int64_t n = 0;

@@ -10,6 +10,9 @@
 //          round, pow2i. Every ISA gives these the same meaning, special values included
 //          (NaN rule of min/max, signed zeros): common/lane.hpp states it once, and the
 //          scalar ISA's Vec is that Lane. The math on top of them: common/vec_math.hpp.
+//          Optional: load_n / store_n (masked partial vectors), store2 / stream2 (two
+//          vectors as 2L consecutive 16-bit values, Note [Paired stores] in loops.hpp).
+// Free functions where stream_alignment<T>() > 0: stream_fence(), stream16(p, src).
 #pragma once
 
 #if !defined(NK_CPU_ISA)

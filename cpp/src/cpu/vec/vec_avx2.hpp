@@ -45,6 +45,20 @@ struct Vec<float> {
   void stream(bfloat16_t* p) const {
     _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16());
   }
+  // lo's 8 values then hi's as 16 consecutive 16-bit values: one 32-byte store (Note
+  // [Paired stores], loops.hpp); stream2 needs p 32-byte aligned.
+  static void store2(bfloat16_t* p, Vec lo, Vec hi) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16x2(lo, hi));
+  }
+  static void stream2(bfloat16_t* p, Vec lo, Vec hi) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16x2(lo, hi));
+  }
+  static void store2(half_t* p, Vec lo, Vec hi) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_halfx2(lo, hi));
+  }
+  static void stream2(half_t* p, Vec lo, Vec hi) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_halfx2(lo, hi));
+  }
 
   friend Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
@@ -87,15 +101,28 @@ struct Vec<float> {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
   __m128i to_half() const { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  // Round to nearest even, NaN kept quiet — bit-identical to float_to_bf16().
-  __m128i to_bf16() const {
+  static __m256i to_halfx2(Vec lo, Vec hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo.to_half()), hi.to_half(), 1);
+  }
+  // Round to nearest even, NaN kept quiet — bit-identical to float_to_bf16(): each lane's
+  // bf16 in its low half, the high half zero.
+  __m256i bf16_round() const {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
     __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
     const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     r = _mm256_blendv_epi8(r, _mm256_or_si256(u, _mm256_set1_epi32(0x400000)), nan);
-    r = _mm256_srli_epi32(r, 16);
+    return _mm256_srli_epi32(r, 16);
+  }
+  __m128i to_bf16() const {
+    const __m256i r = bf16_round();
     return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  }
+  // vpackusdw packs within 128-bit lanes (lo 0-3, hi 0-3, lo 4-7, hi 4-7); vpermq puts
+  // the quarters in order.
+  static __m256i to_bf16x2(Vec lo, Vec hi) {
+    return _mm256_permute4x64_epi64(_mm256_packus_epi32(lo.bf16_round(), hi.bf16_round()),
+                                    0xD8);
   }
 };
 
@@ -160,5 +187,9 @@ constexpr int stream_alignment() {
   return int(sizeof(T)) * Vec<compute_t<T>>::size;
 }
 inline void stream_fence() { _mm_sfence(); }
+// 16 bytes from src to p (16-byte aligned), streamed.
+inline void stream16(void* p, const void* src) {
+  _mm_stream_si128(static_cast<__m128i*>(p), _mm_loadu_si128(static_cast<const __m128i*>(src)));
+}
 
 }  // namespace normkit::cpu::NK_CPU_ISA

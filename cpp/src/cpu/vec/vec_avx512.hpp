@@ -57,6 +57,20 @@ struct Vec<float> {
   void stream(bfloat16_t* p) const {
     _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16());
   }
+  // lo's 16 values then hi's as 32 consecutive 16-bit values: one 64-byte store (Note
+  // [Paired stores], loops.hpp); stream2 needs p 64-byte aligned.
+  static void store2(bfloat16_t* p, Vec lo, Vec hi) {
+    _mm512_storeu_si512(static_cast<void*>(p), to_bf16x2(lo.v, hi.v));
+  }
+  static void stream2(bfloat16_t* p, Vec lo, Vec hi) {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), to_bf16x2(lo.v, hi.v));
+  }
+  static void store2(half_t* p, Vec lo, Vec hi) {
+    _mm512_storeu_si512(static_cast<void*>(p), to_halfx2(lo, hi));
+  }
+  static void stream2(half_t* p, Vec lo, Vec hi) {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), to_halfx2(lo, hi));
+  }
 
   friend Vec operator+(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
   friend Vec operator-(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
@@ -107,30 +121,49 @@ struct Vec<float> {
   __m256i to_half() const {
     return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   }
-  // Round to nearest even, NaN kept quiet — bit-identical to float_to_bf16(). The high
-  // halves are gathered with one vpermw (cheaper than a shift and vpmovdw here).
-  static __m256i bf16_soft(__m512 v) {
+  static __m512i to_halfx2(Vec lo, Vec hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo.to_half()), hi.to_half(), 1);
+  }
+  // Round to nearest even, NaN kept quiet — bit-identical to float_to_bf16(): each lane's
+  // bf16 in its high half.
+  static __m512i bf16_round(__m512 v) {
     const __m512i u = _mm512_castps_si512(v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
     const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+    return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+  }
+  // The high halves are gathered with one vpermw (cheaper than a shift and vpmovdw here);
+  // of two vectors, with one vpermt2w.
+  static __m256i bf16_soft(__m512 v) {
     const __m512i high_halves =
         _mm512_set_epi16(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1, 31, 29, 27,
                          25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    return _mm512_castsi512_si256(_mm512_permutexvar_epi16(high_halves, r));
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi16(high_halves, bf16_round(v)));
+  }
+  static __m512i bf16x2_soft(__m512 lo, __m512 hi) {
+    const __m512i high_halves =  // words 0-31: lo's, 32-63: hi's
+        _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
+                         27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(bf16_round(lo), high_halves, bf16_round(hi));
   }
 #if defined(NK_CPU_ISA_avx512bf16)
-  // Note [Hardware bf16 rounding]: vcvtneps2bf16 rounds to nearest even and quiets NaNs as
-  // float_to_bf16() does, but flushes denormal inputs to zero; a vector holding one (one
-  // vfpclassps, almost never taken) goes through the software rounding, so every ISA gives
-  // the same bits.
+  // Note [Hardware bf16 rounding]: vcvtneps2bf16 (vcvtne2ps2bf16: two vectors) rounds to
+  // nearest even and quiets NaNs as float_to_bf16() does, but flushes denormal inputs to
+  // zero; a vector holding one (one vfpclassps, almost never taken) goes through the software
+  // rounding, so every ISA gives the same bits.
   __m256i to_bf16() const {
     if (__builtin_expect(_mm512_fpclass_ps_mask(v, 0x20) != 0, 0)) return bf16_soft(v);
     return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
   }
+  static __m512i to_bf16x2(__m512 lo, __m512 hi) {
+    const __mmask16 d0 = _mm512_fpclass_ps_mask(lo, 0x20), d1 = _mm512_fpclass_ps_mask(hi, 0x20);
+    if (__builtin_expect(_kortestz_mask16_u8(d0, d1) == 0, 0)) return bf16x2_soft(lo, hi);
+    return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+  }
 #else
   __m256i to_bf16() const { return bf16_soft(v); }
+  static __m512i to_bf16x2(__m512 lo, __m512 hi) { return bf16x2_soft(lo, hi); }
 #endif
 };
 
@@ -184,5 +217,9 @@ constexpr int stream_alignment() {
   return int(sizeof(T)) * Vec<compute_t<T>>::size;
 }
 inline void stream_fence() { _mm_sfence(); }
+// 16 bytes from src to p (16-byte aligned), streamed.
+inline void stream16(void* p, const void* src) {
+  _mm_stream_si128(static_cast<__m128i*>(p), _mm_loadu_si128(static_cast<const __m128i*>(src)));
+}
 
 }  // namespace normkit::cpu::NK_CPU_ISA

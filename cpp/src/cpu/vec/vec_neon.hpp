@@ -1,6 +1,8 @@
 // Vec<C> for AArch64 NEON: 4 float lanes / 2 double lanes. No streaming stores.
 #pragma once
 
+#include <cstring>
+
 #include <arm_neon.h>
 
 #include "normkit/dtype.hpp"
@@ -112,5 +114,7 @@ constexpr int stream_alignment() {
   return 0;
 }
 inline void stream_fence() {}
+// Without streaming stores (stream_alignment 0) an ordinary 16-byte copy.
+inline void stream16(void* p, const void* src) { std::memcpy(p, src, 16); }
 
 }  // namespace normkit::cpu::NK_CPU_ISA

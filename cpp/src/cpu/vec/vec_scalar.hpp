@@ -3,6 +3,8 @@
 // (to rounding), and the path NORMKIT_CPU_ISA=scalar selects.
 #pragma once
 
+#include <cstring>
+
 #include "common/lane.hpp"
 
 namespace normkit::cpu::NK_CPU_ISA {
@@ -16,5 +18,7 @@ constexpr int stream_alignment() {
   return 0;
 }
 inline void stream_fence() {}
+// Without streaming stores (stream_alignment 0) an ordinary 16-byte copy.
+inline void stream16(void* p, const void* src) { std::memcpy(p, src, 16); }
 
 }  // namespace normkit::cpu::NK_CPU_ISA
