@@ -139,7 +139,8 @@ NK_ALWAYS_INLINE void row_shifted_sums(const T* x, int64_t n, C k, C& s1_out, C&
 // would).
 template <typename T, typename C>
 NK_ALWAYS_INLINE C sample_shift(const T* x, int64_t n) {
-  const int64_t cnt = n < 16 ? n : 16, step = n / cnt;
+  // step = n / cnt without a 64-bit division (tens of cycles, once per chunk).
+  const int64_t cnt = n < 16 ? n : 16, step = n < 16 ? 1 : n >> 4;
   C s = C(0);
   for (int64_t i = 0; i < cnt; ++i) s += C(to_compute(x[i * step]));
   return s / C(cnt);
