@@ -626,7 +626,8 @@ def test_torch_requires_grad_inputs():
 
 # ---------------------------------------------------------------------------------------------
 # The streaming-store path (outputs of ≥ NORMKIT_NT_BYTES, lowered to 256 KiB by conftest.py)
-# with misaligned, padded outputs (the stores are peeled to alignment) and odd row lengths
+# with misaligned, padded outputs (whole lines streamed, the row ends in 16-byte pieces or
+# ordinary stores: Note [Streaming whole lines]) and odd row lengths
 # ---------------------------------------------------------------------------------------------
 
 

@@ -634,9 +634,10 @@ void conversions() {
   for (const IsaTable* isa : isas()) {
     for (E::Op op : {E::ToBf16, E::ToHalf}) {
       // One Vec at a time (32-byte aligned output for stream()), and through the kernels'
-      // row loop (Note [Paired stores]: pairs in the body, single vectors in the peel and
-      // tail) from a 64-byte boundary, 32 bytes past one (a one-vector peel when streaming
-      // pairs) and 6 bytes past one (a partial peel). n is not a multiple of any vector width.
+      // row loop (Note [Paired stores]: pairs in the body, single vectors at the ends; Note
+      // [Streaming whole lines]: the ends streamed in 16-byte pieces or stored) from a 64-byte
+      // boundary, 32 bytes past one and 6 bytes past one (ends not 16-byte aligned: ordinary
+      // stores). n is not a multiple of any vector width.
       for (int rows = 0; rows < 2; ++rows) {
         for (int64_t skip : {0, 16, 3}) {
           if (!rows && skip == 3) continue;  // stream() needs its alignment

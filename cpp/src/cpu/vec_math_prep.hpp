@@ -40,7 +40,7 @@ struct VecConvEval {
   Op op = ToBf16;
   bool stream = false;
   // Narrowing through the kernels' row loop (map_vectors: two vectors per conversion and
-  // store where the ISA pairs them, a peel to the streaming alignment) instead of one
+  // store where the ISA pairs them, whole lines streamed, the ends in pieces) instead of one
   // Vec at a time.
   bool rows = false;
   const void* in = nullptr;  // [n]
