@@ -45,16 +45,16 @@ NK_ALWAYS_INLINE void parallel_ranges(int threads, int64_t n, F&& body) {
 }
 
 // Note [One code path per element]: every element of an output goes through the same
-// vector arithmetic, whether it sits in the body of a row, in its tail, or in the peel
-// before the first aligned streaming store; partial vectors are masked or staged (Note
+// vector arithmetic, whether it sits in the body of a row or at its head or tail (before
+// the first and after the last streamed line); partial vectors are masked or staged (Note
 // [Masked partial vectors]), their padding zero and never stored. Otherwise an element's
 // bits would depend on the alignment of its row — and so on the batch it came in (SPEC §0).
 // The conversion to a 16-bit dtype may be done two vectors at a time in the body (Note
-// [Paired stores]) and one at a time in the peel and tail: the instructions differ, their
+// [Paired stores]) and one at a time at the head and tail: the instructions differ, their
 // bits do not (both round to nearest even, bit-identical to float_to_bf16 / float_to_half).
 //
 // map_vectors(H, out, nontemporal, f): out[j, j + n) = f(j, n) for consecutive vectors of
-// the row, n = L but in the peel and the tail; f is called in increasing j and may do other
+// the row, n = L but at the head and tail; f is called in increasing j and may do other
 // work of element range [j, j + n) (read inputs, add to partial sums, store other outputs).
 // A vector may be stored after f has been called for the next one (pairs): f reads only its
 // own range of any array `out` may alias. The stores to `out` are streaming when
@@ -131,8 +131,8 @@ NK_ALWAYS_INLINE void st(V v, T* p, int64_t n, bool stream) {
 // vcvtne2ps2bf16 rounds two vectors of float in one instruction; without it the two
 // roundings share one vpermt2w / vpackusdw instead of a shuffle each) and one store of a
 // whole 64-byte line (AVX-512; 32 bytes on AVX2) — streamed, whole lines at a time (Note
-// [Streaming whole lines]). One to two thirds fewer instructions for the conversion: a bf16
-// layer norm forward 4–9% faster in L2, RMS norm's 13–15% (AVX512_BF16, one thread).
+// [Streaming whole lines]). A bf16 layer norm forward 4–9% faster in L2, RMS norm's 13–15%
+// (AVX512_BF16, one thread).
 template <typename V, typename R>
 NK_ALWAYS_INLINE V out_vector(const R& r) {
   if constexpr (std::is_same_v<R, V>)
@@ -158,11 +158,12 @@ NK_ALWAYS_INLINE void stream_pieces(V v, T* p, int64_t n) {
 // on a line boundary share their first and last lines with their neighbours, and streaming
 // from the vector alignment (32 bytes for 16-bit data) left such a line streamed at one end
 // and stored normally at the other: a bf16 [16384, 768] backward with rows 48 bytes past a
-// line took 10 ms instead of 2.4 (rows of 2000 bytes: 2.5x at every offset; a store-only
-// model of the patterns in bench/RESULTS.md). So a streamed row streams every whole line
-// with full vectors, and its head (up to the first line boundary) and tail (from the last)
-// in 16-byte pieces when those ends are 16-byte aligned, or with ordinary stores when they
-// are not: the line it shares with the next row is then streamed by both or by neither.
+// line took 10 ms instead of 2.3 (rows of 2000 bytes: 1.6–2.5x at every offset; the
+// store-only model is bench/store_patterns.cpp, its table in bench/RESULTS.md). So a
+// streamed row streams every whole line with full vectors, and its head (up to the first
+// line boundary) and tail (from the last) in 16-byte pieces when those ends are 16-byte
+// aligned, or with ordinary stores when they are not: the line it shares with the next row
+// is then streamed by both or by neither.
 // Rows under two lines are not streamed (some would hold a whole line and some not).
 template <typename T, typename C, typename F, typename G>
 NK_ALWAYS_INLINE void map_vectors(int64_t H, T* out, bool nontemporal, F&& f, G&& after) {
