@@ -698,21 +698,29 @@ def test_streamed_rows_have_the_bits_of_unstreamed_ones(op, dtype, H):
             for i in range(0, R, small)
         ]
     )
+    def place(a, byte_off, align=64):
+        raw = np.empty(a.nbytes + align + byte_off, np.uint8)
+        start = (-raw.ctypes.data) % align + byte_off
+        v = raw[start : start + a.nbytes].view(npdt).reshape(a.shape)
+        v[...] = a
+        return v
+
     for off in (0, 1, 8, 24):  # elements past a 64-byte boundary
-
-        def place(a):
-            raw = np.empty(a.nbytes + 64 + off * es, np.uint8)
-            start = (-raw.ctypes.data) % 64 + off * es
-            v = raw[start : start + a.nbytes].view(npdt).reshape(a.shape)
-            v[...] = a
-            return v
-
-        y = place(np.zeros_like(x))
-        fwd(place(x), out=y)
+        y = place(np.zeros_like(x), off * es)
+        fwd(place(x, off * es), out=y)
         assert y.tobytes() == want_y.tobytes(), f"y, arrays {off} elements past a line"
-        dx = place(np.zeros_like(x))
-        bwd(place(dy), place(x), st_all, out=(dx, None, None))
+        dx = place(np.zeros_like(x), off * es)
+        bwd(place(dy, off * es), place(x, off * es), st_all, out=(dx, None, None))
         assert dx.tobytes() == want_dx.tobytes(), f"dx, arrays {off} elements past a line"
+    # Note [Walk away from aliased stores]: outputs a little ahead of their inputs mod 4 KiB
+    # are walked down the row (y − x ≡ 32, 96 bytes; dx ahead of dy and x, or of one only).
+    for xo, dyo, yo in ((0, 0, 32), (16, 16, 112), (64, 0, 48), (4000, 4000, 32)):
+        y = place(np.zeros_like(x), yo, 4096)
+        fwd(place(x, xo, 4096), out=y)
+        assert y.tobytes() == want_y.tobytes(), f"y at {yo}, x at {xo} bytes mod 4096"
+        dx = place(np.zeros_like(x), yo, 4096)
+        bwd(place(dy, dyo, 4096), place(x, xo, 4096), st_all, out=(dx, None, None))
+        assert dx.tobytes() == want_dx.tobytes(), f"dx at {yo}, dy at {dyo}, x at {xo} mod 4096"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMe
   using V = Vec<C>;
   const V vm = V::set1(mean.hi), vl = V::set1(mean.lo), vr = V::set1(rstd);
   const V va = V::set1(ada.a), vnb = V::set1(ada.nb);
-  map_vectors<T, C>(H, y, kNT, [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
+  // Note [Walk away from aliased stores] (loops.hpp).
+  map_vectors<T, C>(H, y, kNT, walk_for(kNT, y, x), [&](int64_t j, int64_t n) NK_INLINE_LAMBDA {
     prefetch(next_x ? next_x + j : nullptr);
     V t;
     if constexpr (kCentered) {
@@ -59,7 +60,7 @@ NK_ALWAYS_INLINE void normalize_row(const T* x, T* y, int64_t H, detail::SplitMe
       t = t + ld<C, V>(b + j, n);
     }
     return t;
-  });
+  }, [](int64_t, int64_t, const V&) NK_INLINE_LAMBDA {});
 }
 
 // s = (x + x_bias) + scale·r, rounded to T (the stored residual stream is what gets
@@ -252,7 +253,7 @@ NK_ALWAYS_INLINE void backward_row(const T* dy, const T* x, const T* ds, T* dx, 
     V out, d, h;  // dx, dy, x̂
   };
   map_vectors<T, C>(
-      H, dx, kNT,
+      H, dx, kNT, walk_for(kNT, dx, dy, x),  // Note [Walk away from aliased stores]
       [&](int64_t k, int64_t n) NK_INLINE_LAMBDA {
         prefetch(next_dy ? next_dy + k : nullptr);  // Note [Prefetch the next row]
         prefetch(next_x ? next_x + k : nullptr);
